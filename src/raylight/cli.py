@@ -1,0 +1,146 @@
+"""``raylight`` — one command per verb; each composes a config and calls one library function.
+
+Hydra overrides are plain arguments: ``raylight train data=penguins trainer.max_epochs=5``.
+Exit codes: 0 ok, 1 the run failed, 2 the config (or input) is invalid — reported before any
+Ray work starts.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Distributed training, tuning and serving on Ray, driven by one Hydra config.",
+    pretty_exceptions_enable=False,
+)
+console = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+_EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
+CONFIG_PATH = typer.Option(None, "--config-path", "-cp", help="Directory of a primary config to use instead of the shipped conf/.")
+CONFIG_NAME = typer.Option("train", "--config-name", "-cn", help="Primary config name (file stem).")
+
+
+def _fail_config(exc: Exception) -> None:
+    err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _load(overrides: list[str], config_path: str | None, config_name: str) -> Any:
+    from raylight.config import ConfigError, load_train_config
+
+    overrides = list(overrides)
+    resume = next((o.split("=", 1)[1] for o in overrides if o.startswith("resume=")), None)
+    if resume and config_path is None:
+        # Resuming a run: its saved resolved config is the base, overrides apply on top.
+        from raylight.data.sources import path_exists
+
+        if path_exists(resume.rstrip("/") + "/config.yaml"):
+            config_path, config_name = resume, "config"
+    try:
+        return load_train_config(overrides, config_name=config_name, config_dir=config_path)
+    except ConfigError as exc:
+        _fail_config(exc)
+
+
+@app.command(context_settings=_EXTRA)
+def validate(ctx: typer.Context, config_path: str | None = CONFIG_PATH, config_name: str = CONFIG_NAME) -> None:
+    """Compose and check a training config without starting Ray; print it resolved."""
+    cfg = _load(ctx.args, config_path, config_name)
+    from omegaconf import OmegaConf
+
+    console.print(OmegaConf.to_yaml(OmegaConf.create(cfg.to_plain())), end="")
+    console.print("[green]config OK[/]")
+
+
+def _epoch_printer(m: dict[str, Any], max_epochs: int, elapsed: float) -> None:
+    keys = [k for k in ("train_loss", "val_loss", "val_acc", "val_rmse_std") if k in m]
+    parts = "  ".join(f"{k} {m[k]:.4f}" for k in keys)
+    console.print(f"  epoch {int(m.get('epoch', 0)) + 1:>3}/{max_epochs}  {parts}  [dim]({elapsed:.1f}s)[/]")
+
+
+def _announce(stage: str, detail: str) -> None:
+    console.print(f"[bold cyan]{stage:>6}[/] {detail}")
+
+
+def _metrics_table(title: str, metrics: dict[str, Any]) -> Table:
+    table = Table(title=title, show_header=True, header_style="bold")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in metrics.items():
+        table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+    return table
+
+
+@app.command(context_settings=_EXTRA)
+def train(ctx: typer.Context, config_path: str | None = CONFIG_PATH, config_name: str = CONFIG_NAME) -> None:
+    """Train a model: validate config → Ray Data → Ray Train + Lightning → model bundle."""
+    cfg = _load(ctx.args, config_path, config_name)
+    from raylight.cluster import session
+    from raylight.config import ConfigError
+    from raylight.data.pipeline import BadDataError
+    from raylight.train import run_training
+
+    console.print(f"[bold]raylight train[/] data={cfg.data.name} model={cfg.model['_target_'].rsplit('.', 1)[-1]} workers={cfg.scaling.num_workers} cluster={cfg.cluster.mode}")
+    try:
+        with session(cfg.cluster):
+            res = run_training(cfg, printer=_epoch_printer, announce=_announce)
+    except ConfigError as exc:
+        _fail_config(exc)
+    except BadDataError as exc:
+        err.print(f"[bold red]bad data:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    console.print(_metrics_table(f"test metrics ({res.test_metrics.get('n', 0):,} rows)", res.test_metrics))
+    t = res.timings
+    console.print(f"[dim]data {t['data_s']:.1f}s · train {t['train_s']:.1f}s · bundle+eval {t['bundle_eval_s']:.1f}s · total {t['total_s']:.1f}s[/]")
+    console.print(f"[bold green]bundle[/]  {res.bundle_path}")
+    console.print(f"[bold]run dir[/] {res.run_dir}  (config.yaml, data_summary.json, logs/metrics.csv, train/ checkpoints)")
+    if res.data_summary.get("quarantine_path"):
+        console.print(f"[yellow]quarantine[/] {res.data_summary['bad']} bad row(s) with reasons in {res.data_summary['quarantine_path']}")
+
+
+@app.command(context_settings=_EXTRA)
+def predict(ctx: typer.Context) -> None:
+    """Batch inference: ``raylight predict bundle=PATH input=FILE output=FILE``."""
+    from raylight.config import ConfigError, load_predict_config
+
+    try:
+        cfg = load_predict_config(ctx.args)
+    except ConfigError as exc:
+        _fail_config(exc)
+    from raylight.bundle import BundleError, read_manifest
+    from raylight.cluster import session
+    from raylight.predict import run_predict
+
+    try:
+        read_manifest(cfg.bundle)
+    except BundleError as exc:
+        _fail_config(exc)
+    try:
+        with session(cfg.cluster):
+            res = run_predict(cfg)
+    except (ValueError, BundleError) as exc:
+        _fail_config(exc)
+    console.print(f"[bold green]wrote[/] {res.rows:,} predictions to {res.output}" + (f" ([yellow]{res.errors} row(s) broke the contract; see the error column[/])" if res.errors else ""))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""The one cluster abstraction: start an embedded local Ray, or connect to a running cluster.
+
+Secure, quiet defaults for the embedded instance: the dashboard off (or on 127.0.0.1), the
+node on 127.0.0.1, Ray's token auth unless explicitly disabled, no usage stats, no Ray Data
+progress bars unless a terminal is attached.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from raylight.config import ClusterConfig
+
+
+def _quiet_env(cluster: ClusterConfig) -> None:
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Ray 2.60 turns token auth on by default; make the choice explicit (DESIGN.md). Ray reads
+    # the mode when it is imported, so this only takes effect before the first `import ray`.
+    if "ray" not in sys.modules:
+        os.environ.setdefault("RAY_AUTH_MODE", cluster.auth_mode)
+    # Lightning's and Ray Train's own hints about these are noise for our users.
+    os.environ.setdefault("RAY_TRAIN_ENABLE_STATE_TRACKING", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+
+
+def init(cluster: ClusterConfig, runtime_env: dict[str, Any] | None = None) -> bool:
+    """Start or connect to Ray for this process.
+
+    Returns:
+        True when this call started/connected Ray (the caller should shut it down),
+        False when Ray was already initialized (a test fixture, a notebook, a Ray job).
+    """
+    # Before `import ray`: Ray reads its auth mode when it is imported.
+    _quiet_env(cluster)
+    import ray
+
+    if ray.is_initialized():
+        _configure_data()
+        return False
+    kwargs: dict[str, Any] = {
+        "logging_level": logging.ERROR,
+        "log_to_driver": cluster.log_to_driver,
+        "runtime_env": runtime_env,
+    }
+    if cluster.mode == "local":
+        kwargs.update(
+            address="local",
+            num_cpus=cluster.num_cpus,
+            num_gpus=cluster.num_gpus,
+            include_dashboard=cluster.include_dashboard,
+            dashboard_host=cluster.dashboard_host,
+            _node_ip_address="127.0.0.1",
+        )
+        if cluster.object_store_memory_mb:
+            kwargs["object_store_memory"] = cluster.object_store_memory_mb * 1024 * 1024
+    else:
+        kwargs["address"] = cluster.address
+    ray.init(**kwargs)
+    _configure_data()
+    return True
+
+
+def _configure_data() -> None:
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    tty = sys.stderr.isatty()
+    ctx.enable_progress_bars = tty
+    ctx.enable_operator_progress_bars = tty
+    ctx.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
+@contextmanager
+def session(cluster: ClusterConfig, runtime_env: dict[str, Any] | None = None) -> Iterator[None]:
+    """``with session(cfg.cluster):`` — Ray up for the block, shut down after if we started it."""
+    started = init(cluster, runtime_env)
+    import ray
+
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def cluster_gpus() -> float:
+    import ray
+
+    return float(ray.cluster_resources().get("GPU", 0))

@@ -1,0 +1,498 @@
+"""Config: compose Hydra YAML, validate it against a typed schema, resolve it to plain data.
+
+This is the one place where configuration reaches code. The CLI composes a config from
+``conf/`` plus overrides, :func:`validate` collects *every* problem (Hydra composition errors,
+unknown keys, wrong types, bad ranges, missing files, contract columns the data lacks, GPUs the
+cluster does not have) and raises one :class:`ConfigError` listing them all by dotted key.
+Only then does anything start Ray, and what crosses into Ray is the plain ``dict`` from
+:meth:`TrainConfig.to_plain` — never an OmegaConf object.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+
+
+class ConfigError(ValueError):
+    """A config failed validation. ``problems`` holds ``(dotted_key, message)`` pairs."""
+
+    def __init__(self, problems: Sequence[tuple[str, str]]):
+        self.problems = list(problems)
+        lines = [f"  - {key}: {msg}" for key, msg in self.problems]
+        super().__init__(f"invalid config ({len(self.problems)} problem(s)):\n" + "\n".join(lines))
+
+
+class _Strict(BaseModel):
+    # Unknown keys are errors: a typo must never be silently ignored.
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+class ColumnContract(_Strict):
+    """What one column must hold."""
+
+    dtype: Literal["int", "float", "category", "string", "bool"] = Field(
+        description="Logical type; values that do not parse as this type are bad rows."
+    )
+    nullable: bool = Field(False, description="Whether a missing value is allowed.")
+    min: float | None = Field(None, description="Smallest allowed value (numeric columns).")
+    max: float | None = Field(None, description="Largest allowed value (numeric columns).")
+    categories: list[str] | None = Field(
+        None, description="Known categories (category columns); see strict_categories."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> ColumnContract:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        if self.dtype not in ("int", "float") and (self.min is not None or self.max is not None):
+            raise ValueError(f"min/max only apply to int/float columns, not {self.dtype}")
+        if self.categories is not None and self.dtype != "category":
+            raise ValueError("categories only apply to dtype: category")
+        return self
+
+
+class ContractConfig(_Strict):
+    columns: dict[str, ColumnContract] = Field(default_factory=dict)
+    strict_categories: bool = Field(
+        False, description="A category outside `categories` is a bad row (else: mapped to 'other')."
+    )
+
+
+class SplitConfig(_Strict):
+    train: float = Field(0.7, gt=0, lt=1)
+    val: float = Field(0.15, ge=0, lt=1)
+    test: float = Field(0.15, ge=0, lt=1)
+    seed: int | None = Field(None, description="Split seed; default: the global seed.")
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> SplitConfig:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + val + test must be 1.0, got {total:g}")
+        return self
+
+
+class DataConfig(_Strict):
+    name: str
+    source: Literal["file", "adult", "penguins"] = Field(
+        "file", description="'file' reads data.path; the others are built-in adapters."
+    )
+    path: str | None = Field(None, description="CSV/Parquet file or directory, local or URI.")
+    format: Literal["auto", "csv", "parquet"] = "auto"
+    target: str
+    task: Literal["classification", "regression"] = "classification"
+    id_column: str | None = None
+    features: list[str] | None = Field(
+        None, description="Feature columns; default: every contract column but target and id."
+    )
+    positive_label: str | None = Field(None, description="Positive class for binary metrics.")
+    contract: ContractConfig = Field(default_factory=ContractConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    on_bad_rows: Literal["fail", "quarantine"] = "quarantine"
+    max_bad_fraction: float = Field(
+        1.0, ge=0, le=1, description="Fail the run when more than this share of rows is bad."
+    )
+    batch_size: int = Field(1024, ge=1, description="Batch size per worker.")
+    max_categories: int = Field(64, ge=1, description="Most frequent categories kept per column.")
+    cache: bool = Field(
+        True, description="Materialize the preprocessed splits (small data); false = stream."
+    )
+    limit_rows: int | None = Field(None, ge=1, description="Read at most this many rows (debug).")
+
+    def feature_columns(self) -> list[str]:
+        if self.features is not None:
+            return list(self.features)
+        skip = {self.target, self.id_column}
+        return [c for c in self.contract.columns if c not in skip]
+
+
+# ----------------------------------------------------------------------------- train
+
+
+class TrainerConfig(_Strict):
+    max_epochs: int = Field(10, ge=1)
+    precision: str = "32-true"
+    gradient_clip_val: float | None = Field(None, gt=0)
+    accumulate_grad_batches: int = Field(1, ge=1)
+    monitor: str = "val_loss"
+    mode: Literal["min", "max"] = "min"
+    num_checkpoints: int = Field(2, ge=1)
+    max_failures: int = Field(1, ge=-1)
+    callbacks: list[dict[str, Any]] = Field(default_factory=list)
+    limit_train_batches: int | None = Field(None, ge=1)
+    limit_val_batches: int | None = Field(None, ge=1)
+    deterministic: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainerConfig:
+        allowed = {"32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true"}
+        if self.precision not in allowed:
+            raise ValueError(f"precision must be one of {sorted(allowed)}, got {self.precision!r}")
+        for i, cb in enumerate(self.callbacks):
+            if "_target_" not in cb:
+                raise ValueError(f"callbacks[{i}] needs a _target_")
+        return self
+
+
+class ScalingConfig(_Strict):
+    num_workers: int = Field(2, ge=1, description="Ray Train workers (DDP processes).")
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1, gt=0)
+    gpus_per_worker: float | None = Field(None, gt=0)
+    resources_per_worker: dict[str, float] = Field(default_factory=dict)
+
+
+class ClusterConfig(_Strict):
+    mode: Literal["local", "address"] = "local"
+    address: str | None = None
+    num_cpus: int | None = Field(None, ge=1)
+    num_gpus: int | None = Field(None, ge=0)
+    object_store_memory_mb: int | None = Field(512, ge=78)
+    include_dashboard: bool = False
+    dashboard_host: str = "127.0.0.1"
+    log_to_driver: bool = False
+    auth_mode: Literal["token", "disabled"] = "token"
+
+    @model_validator(mode="after")
+    def _check(self) -> ClusterConfig:
+        if self.mode == "address" and not self.address:
+            raise ValueError("cluster.mode=address needs cluster.address")
+        return self
+
+
+class TrackingConfig(_Strict):
+    backends: list[Literal["csv"]] = Field(default_factory=lambda: ["csv"])
+
+
+class TrainConfig(_Strict):
+    seed: int = 42
+    output_dir: str = "outputs"
+    run_name: str | None = None
+    resume: str | None = None
+    data: DataConfig
+    model: dict[str, Any]
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    scaling: ScalingConfig = Field(default_factory=ScalingConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    def to_plain(self) -> dict[str, Any]:
+        """The resolved config as plain JSON-able data: what crosses into Ray."""
+        return self.model_dump(mode="json")
+
+
+class PredictConfig(_Strict):
+    bundle: str
+    input: str
+    output: str
+    format: Literal["auto", "csv", "parquet"] = "auto"
+    output_format: Literal["auto", "csv", "parquet"] = "auto"
+    id_column: str | None = None
+    batch_size: int = Field(1024, ge=1)
+    num_actors: int = Field(2, ge=1)
+    cpus_per_actor: float = Field(1, gt=0)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+
+    def to_plain(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+# ----------------------------------------------------------------------------- compose
+
+
+def _hydra_problems(exc: Exception) -> str:
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    cause = exc.__cause__
+    if cause is not None and str(cause).strip():
+        msg += " (" + str(cause).strip().splitlines()[0] + ")"
+    return msg
+
+
+def _override_key(override: str) -> str:
+    key = override.split("=", 1)[0]
+    return key.lstrip("+~")
+
+
+def compose(
+    overrides: Sequence[str] = (),
+    config_name: str = "train",
+    config_dir: str | os.PathLike[str] | None = None,
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """Compose a config with Hydra, never stopping at the first bad override.
+
+    Hydra aborts composition at the first override it cannot apply. To report every problem
+    at once, overrides that fail are found one by one, reported, and left out of the config
+    that the schema then validates.
+
+    Returns:
+        The composed config as a plain dict, and ``(key, message)`` problems from composition.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    conf = Path(config_dir).resolve() if config_dir else CONF_DIR
+    problems: list[tuple[str, str]] = []
+    if not (conf / f"{config_name}.yaml").is_file():
+        return {}, [("config_name", f"no config {config_name}.yaml in {conf}")]
+
+    def _try(ovs: Sequence[str]) -> Any:
+        with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+            return hydra_compose(config_name=config_name, overrides=list(ovs))
+
+    good = list(overrides)
+    try:
+        cfg = _try(good)
+    except Exception:
+        good = []
+        for ov in overrides:
+            try:
+                _try([*good, ov])
+                good.append(ov)
+            except Exception as exc:
+                problems.append((_override_key(ov), f"bad override {ov!r}: {_hydra_problems(exc)}"))
+        try:
+            cfg = _try(good)
+        except Exception as exc:  # the base config itself is broken
+            return {}, [*problems, ("<config>", _hydra_problems(exc))]
+    plain: dict[str, Any] = {}
+    try:
+        plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore[assignment]
+    except Exception as exc:
+        problems.append(("<interpolation>", _hydra_problems(exc)))
+        plain = OmegaConf.to_container(cfg, resolve=False)  # type: ignore[assignment]
+    for key in _missing_keys(plain):
+        problems.append((key, "required value is missing (???)"))
+    return plain, problems
+
+
+def _missing_keys(node: Any, prefix: str = "") -> list[str]:
+    out: list[str] = []
+    if isinstance(node, dict):
+        for k, v in node.items():
+            out += _missing_keys(v, f"{prefix}{k}.")
+    elif node == "???":
+        out.append(prefix.rstrip("."))
+    return out
+
+
+def _strip_missing(node: Any) -> Any:
+    """Drop ``???`` leaves (already reported) so the schema reports only other problems."""
+    if isinstance(node, dict):
+        return {k: _strip_missing(v) for k, v in node.items() if v != "???"}
+    return node
+
+
+def _pydantic_problems(err: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
+    out = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif "input" in e and e["type"] not in ("missing",) and not isinstance(e["input"], dict):
+            msg = f"{msg} (got {e['input']!r})"
+        out.append((f"{prefix}{loc}".rstrip("."), msg))
+    return out
+
+
+# ----------------------------------------------------------------------------- semantic checks
+
+
+def _check_model(model: dict[str, Any]) -> list[tuple[str, str]]:
+    """Check model kwargs against the target class's constructor signature and annotations."""
+    target = model.get("_target_")
+    if not isinstance(target, str) or "." not in target:
+        return [("model._target_", "must be a dotted class path, e.g. raylight.models.tabular.TabularMLP")]
+    module_name, _, attr = target.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        return [("model._target_", f"cannot import {target!r}: {exc}")]
+    # These are filled in from the data, never from config.
+    injected = set(getattr(cls, "INJECTED_ARGS", ()))
+    sig = inspect.signature(cls.__init__)
+    params = {n: p for n, p in sig.parameters.items() if n != "self"}
+    takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    hints: dict[str, Any] = {}
+    try:
+        hints = inspect.get_annotations(cls.__init__, eval_str=True)
+    except Exception:
+        hints = {}
+    problems = []
+    for key, value in model.items():
+        if key in ("_target_", "name"):
+            continue
+        if key in injected:
+            problems.append((f"model.{key}", "is set from the data; remove it from the config"))
+        elif key not in params and not takes_kwargs:
+            problems.append((f"model.{key}", f"unknown argument of {attr}"))
+        elif key in hints:
+            try:
+                TypeAdapter(hints[key]).validate_python(value, strict=False)
+            except ValidationError as exc:
+                problems.append((f"model.{key}", exc.errors()[0]["msg"] + f" (got {value!r})"))
+    for name, p in params.items():
+        if (
+            p.default is p.empty
+            and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+            and name not in injected
+            and name not in model
+        ):
+            problems.append((f"model.{name}", "required argument is missing"))
+    return problems
+
+
+def _check_data(data: DataConfig) -> list[tuple[str, str]]:
+    from raylight.data import sources
+
+    problems: list[tuple[str, str]] = []
+    cols = data.contract.columns
+    if data.source == "file" and not data.path:
+        problems.append(("data.path", "required when data.source=file"))
+    if data.target not in cols:
+        problems.append(("data.target", f"{data.target!r} has no entry in data.contract.columns"))
+    else:
+        tdt = cols[data.target].dtype
+        if data.task == "classification" and tdt not in ("category", "int", "bool", "string"):
+            problems.append(("data.task", f"classification needs a discrete target, not {tdt}"))
+        if data.task == "regression" and tdt not in ("int", "float"):
+            problems.append(("data.task", f"regression needs a numeric target, not {tdt}"))
+        if cols[data.target].nullable:
+            problems.append((f"data.contract.columns.{data.target}.nullable", "the target cannot be nullable"))
+    for i, f in enumerate(data.features or []):
+        if f not in cols:
+            problems.append((f"data.features[{i}]", f"{f!r} has no entry in data.contract.columns"))
+        if f == data.target:
+            problems.append((f"data.features[{i}]", "the target cannot be a feature"))
+    if not data.feature_columns():
+        problems.append(("data.features", "no feature columns (contract has only target/id)"))
+    if data.positive_label is not None and data.target in cols:
+        cats = cols[data.target].categories
+        if cats is not None and data.positive_label not in cats:
+            problems.append(("data.positive_label", f"{data.positive_label!r} not in target categories {cats}"))
+    if data.source == "file" and data.path:
+        try:
+            available = sources.peek_columns(data)
+        except FileNotFoundError as exc:
+            problems.append(("data.path", str(exc)))
+        except Exception as exc:
+            problems.append(("data.path", f"cannot read {data.path!r}: {exc}"))
+        else:
+            needed = list(cols) + ([data.id_column] if data.id_column else [])
+            for c in needed:
+                if c not in available:
+                    key = "data.id_column" if c == data.id_column and c not in cols else f"data.contract.columns.{c}"
+                    problems.append((key, f"column {c!r} is not in the data (has: {', '.join(available[:20])})"))
+    return problems
+
+
+def _check_resources(scaling: ScalingConfig, cluster: ClusterConfig) -> list[tuple[str, str]]:
+    """What a local cluster can hold is known before Ray starts; a remote one is checked later."""
+    if cluster.mode != "local":
+        return []
+    problems = []
+    if scaling.use_gpu:
+        import torch
+
+        have = cluster.num_gpus if cluster.num_gpus is not None else torch.cuda.device_count()
+        need = scaling.num_workers * (scaling.gpus_per_worker or 1)
+        if have < need:
+            problems.append(("scaling.use_gpu", f"needs {need:g} GPU(s) but the local cluster has {have}"))
+    cpus = cluster.num_cpus or os.cpu_count() or 1
+    need_cpu = scaling.num_workers * scaling.cpus_per_worker
+    if need_cpu > cpus:
+        problems.append(("scaling.num_workers", f"{scaling.num_workers} worker(s) × {scaling.cpus_per_worker:g} CPU need {need_cpu:g} CPUs; the local cluster has {cpus}"))
+    return problems
+
+
+def _partial(model: type[BaseModel], node: Any) -> Any:
+    try:
+        return model.model_validate(_strip_missing(node if node is not None else {}))
+    except ValidationError:
+        return None
+
+
+def validate(plain: dict[str, Any], problems: Sequence[tuple[str, str]] = ()) -> TrainConfig:
+    """Validate a composed training config; raise one ConfigError listing every problem."""
+    problems = list(problems)
+    try:
+        cfg = TrainConfig.model_validate(_strip_missing(plain))
+    except ValidationError as exc:
+        problems += _pydantic_problems(exc)
+        # Still check the parts that did validate, so the user sees everything at once.
+        data = _partial(DataConfig, plain.get("data"))
+        if data is not None:
+            problems += _check_data(data)
+        if isinstance(plain.get("model"), dict):
+            problems += _check_model(plain["model"])
+        scaling, cluster = _partial(ScalingConfig, plain.get("scaling")), _partial(ClusterConfig, plain.get("cluster"))
+        if scaling is not None and cluster is not None:
+            problems += _check_resources(scaling, cluster)
+        raise ConfigError(_dedupe(problems)) from None
+    problems += _check_data(cfg.data)
+    problems += _check_model(cfg.model)
+    problems += _check_resources(cfg.scaling, cfg.cluster)
+    if cfg.resume is not None and not _exists(cfg.resume):
+        problems.append(("resume", f"{cfg.resume!r} does not exist"))
+    if problems:
+        raise ConfigError(_dedupe(problems))
+    return cfg
+
+
+def validate_predict(plain: dict[str, Any], problems: Sequence[tuple[str, str]] = ()) -> PredictConfig:
+    """Validate a composed predict config; raise one ConfigError listing every problem."""
+    problems = list(problems)
+    try:
+        cfg = PredictConfig.model_validate(_strip_missing(plain))
+    except ValidationError as exc:
+        raise ConfigError(_dedupe(problems + _pydantic_problems(exc))) from None
+    if not _exists(cfg.bundle):
+        problems.append(("bundle", f"{cfg.bundle!r} does not exist"))
+    if not _exists(cfg.input):
+        problems.append(("input", f"{cfg.input!r} does not exist"))
+    if problems:
+        raise ConfigError(_dedupe(problems))
+    return cfg
+
+
+def _exists(path: str) -> bool:
+    from raylight.data.sources import path_exists
+
+    return path_exists(path)
+
+
+def _dedupe(problems: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    seen, out = set(), []
+    for p in problems:
+        if p not in seen:
+            seen.add(p)
+            out.append(p)
+    return out
+
+
+def load_train_config(
+    overrides: Sequence[str] = (),
+    config_name: str = "train",
+    config_dir: str | os.PathLike[str] | None = None,
+) -> TrainConfig:
+    """Compose + validate in one call: what ``raylight train`` and ``validate`` run."""
+    plain, problems = compose(overrides, config_name=config_name, config_dir=config_dir)
+    return validate(plain, problems)
+
+
+def load_predict_config(overrides: Sequence[str] = ()) -> PredictConfig:
+    plain, problems = compose(overrides, config_name="predict")
+    return validate_predict(plain, problems)

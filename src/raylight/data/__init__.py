@@ -1,0 +1,1 @@
+"""Data stage: sources, contract, preprocessing (Ray Data)."""

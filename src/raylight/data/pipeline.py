@@ -1,0 +1,180 @@
+"""The data stage: read → contract check → quarantine → fit preprocessor → transform → split.
+
+All of it is Ray Data; the driver only merges small per-block statistics. With
+``data.cache=true`` (small data) the checked rows and the encoded splits are materialized in the
+object store; with ``false`` every pass streams from the source, so data larger than memory works
+the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from raylight.data import sources
+from raylight.data.contract import ERROR_COL, RAW_COL, SPLIT_COL, SPLITS, check_batch
+from raylight.data.preprocess import Preprocessor, TransformBatch, merge_stats, partial_stats
+
+if TYPE_CHECKING:
+    import ray.data
+
+    from raylight.config import DataConfig
+
+
+class BadDataError(RuntimeError):
+    """Too many rows broke the data contract (or on_bad_rows=fail and any did)."""
+
+
+@dataclass
+class DataSummary:
+    """What happened to the rows: counts a user (and the run summary) can check."""
+
+    rows: int
+    good: int
+    bad: int
+    bad_by_column: dict[str, int]
+    split_rows: dict[str, int]
+    quarantine_path: str | None
+    fingerprint: str
+    source_paths: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class PreparedData:
+    train: ray.data.Dataset
+    val: ray.data.Dataset
+    test: ray.data.Dataset
+    preprocessor: Preprocessor
+    summary: DataSummary
+    reference: dict[str, Any]
+
+
+def contract_rules(data: DataConfig) -> dict[str, dict[str, Any]]:
+    rules = {name: c.model_dump() for name, c in data.contract.columns.items()}
+    # An unknown label can never be learned or scored: the target is always strict.
+    if data.target in rules:
+        rules[data.target]["strict"] = True
+    return rules
+
+
+def _checked(data: DataConfig, seed: int, spec: sources.SourceSpec) -> ray.data.Dataset:
+    raw = sources.read(data, spec)
+    rules = contract_rules(data)
+    key = [data.id_column] if data.id_column else list(rules)
+    extra = [data.id_column] if data.id_column and data.id_column not in rules else []
+    split_seed = data.split.seed if data.split.seed is not None else seed
+    return raw.map_batches(
+        check_batch,
+        batch_format="pandas",
+        fn_kwargs={
+            "columns": rules,
+            "strict_categories": data.contract.strict_categories,
+            "split_key": key,
+            "split_fractions": (data.split.train, data.split.val, data.split.test),
+            "seed": split_seed,
+            "extra_columns": extra,
+        },
+    )
+
+
+def _bad_rows(batch: pd.DataFrame) -> pd.DataFrame:
+    bad = batch[batch[ERROR_COL].notna()]
+    return pd.DataFrame({"reason": bad[ERROR_COL].astype(str), "raw": bad[RAW_COL].astype(str)})
+
+
+def _reference(stats: dict[str, Any], pre: Preprocessor) -> dict[str, Any]:
+    """Reference statistics of the training split, kept in the bundle for drift checks."""
+    ref: dict[str, Any] = {"numeric": {}, "categorical": {}, "rows": stats["split_rows"][0]}
+    for c, st in pre.numeric.items():
+        n, _, _, nulls = stats["num"][c]
+        ref["numeric"][c] = {"mean": st["mean"], "std": st["std"], "count": n, "nulls": nulls}
+    for c in pre.categorical:
+        counts = dict(stats["cat"].get(c, {}))
+        total = sum(counts.values()) or 1
+        ref["categorical"][c] = {k: v / total for k, v in sorted(counts.items())}
+    if isinstance(stats["target"], dict):
+        total = sum(stats["target"].values()) or 1
+        ref["target"] = {k: v / total for k, v in sorted(stats["target"].items())}
+    return ref
+
+
+def prepare(data: DataConfig, seed: int, quarantine_dir: str) -> PreparedData:
+    """Run the data stage. Raises BadDataError when the bad-row policy says stop.
+
+    Args:
+        data: Validated data config.
+        seed: Global seed (the split seed unless ``data.split.seed`` is set).
+        quarantine_dir: Where bad rows are written (Parquet, one reason per row).
+    """
+    spec = sources.resolve(data)
+    fp = sources.fingerprint(data, spec)
+    checked = _checked(data, seed, spec)
+    if data.cache:
+        checked = checked.materialize()
+    rules = contract_rules(data)
+    features = data.feature_columns()
+    numeric = [c for c in features if rules[c]["dtype"] in ("int", "float", "bool")]
+    categorical = [c for c in features if c not in numeric]
+    parts = checked.map_batches(
+        partial_stats,
+        batch_format="pandas",
+        batch_size=None,
+        fn_kwargs={"numeric": numeric, "categorical": categorical, "target": data.target, "task": data.task},
+    ).take_all()
+    stats = merge_stats([p["stats"] for p in parts])
+
+    qpath = None
+    if stats["bad"]:
+        qpath = quarantine_dir.rstrip("/") + "/rows"
+        checked.map_batches(_bad_rows, batch_format="pandas").repartition(1).write_parquet(qpath)
+        fs, p = sources.filesystem_and_path(quarantine_dir)
+        with fs.open_output_stream(p.rstrip("/") + "/summary.json") as f:
+            f.write(json.dumps({"rows": stats["rows"], "bad": stats["bad"], "bad_by_column": stats["bad_by_column"]}, indent=2).encode())
+    summary = DataSummary(
+        rows=stats["rows"],
+        good=stats["rows"] - stats["bad"],
+        bad=stats["bad"],
+        bad_by_column=stats["bad_by_column"],
+        split_rows=dict(zip(SPLITS, stats["split_rows"], strict=True)),
+        quarantine_path=qpath,
+        fingerprint=fp,
+        source_paths=spec.paths,
+    )
+    if stats["rows"] == 0:
+        raise BadDataError(f"the data source {spec.paths[:3]} has no rows")
+    frac = stats["bad"] / stats["rows"]
+    where = f" (quarantined rows with reasons: {qpath})" if qpath else ""
+    if stats["bad"] and data.on_bad_rows == "fail":
+        raise BadDataError(f"{stats['bad']} of {stats['rows']} rows break the data contract{where}; by column: {stats['bad_by_column']} (data.on_bad_rows=fail)")
+    if frac > data.max_bad_fraction:
+        raise BadDataError(f"{stats['bad']} of {stats['rows']} rows ({frac:.1%}) break the data contract, above data.max_bad_fraction={data.max_bad_fraction}{where}; by column: {stats['bad_by_column']}")
+    for i, name in enumerate(SPLITS):
+        if stats["split_rows"][i] == 0 and (name == "train" or getattr(data.split, name) > 0):
+            raise BadDataError(f"the {name} split is empty ({stats['split_rows']} good rows per split); use more data or change data.split")
+
+    pre = Preprocessor.fit(stats, rules, features, data.target, data.task, data.max_categories)
+    splits = {}
+    for i, name in enumerate(SPLITS):
+        ds = checked.map_batches(_transform, batch_format="pandas", fn_kwargs={"pre": pre.to_dict(), "split": i})
+        splits[name] = ds.materialize() if data.cache else ds
+    return PreparedData(
+        train=splits["train"],
+        val=splits["val"],
+        test=splits["test"],
+        preprocessor=pre,
+        summary=summary,
+        reference=_reference(stats, pre),
+    )
+
+
+def _transform(batch: pd.DataFrame, pre: dict[str, Any], split: int) -> dict[str, Any]:
+    return TransformBatch(pre, split)(batch)
+
+
+__all__ = ["SPLIT_COL", "BadDataError", "DataSummary", "PreparedData", "prepare"]

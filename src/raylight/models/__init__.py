@@ -1,0 +1,1 @@
+"""LightningModules. Constructors take plain arguments; data-derived sizes are injected."""

@@ -1,0 +1,96 @@
+"""A multilayer perceptron for tabular classification and regression."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+
+_ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
+
+
+class TabularMLP(pl.LightningModule):
+    """MLP over the preprocessor's encoded feature vector.
+
+    Batches are dicts: ``features`` (float32, [B, input_dim]) and ``label`` (int64 class ids for
+    classification, float32 standardized targets for regression).
+
+    Args:
+        input_dim: Encoded feature width (set from the data).
+        output_dim: Number of classes, or 1 for regression (set from the data).
+        task: ``classification`` or ``regression`` (set from the data).
+        hidden_dims: Width of each hidden layer.
+        dropout: Dropout after each hidden layer.
+        activation: One of relu, gelu, silu, tanh.
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+    """
+
+    # Filled in by raylight from the data, never from config (config.py checks this).
+    INJECTED_ARGS = ("input_dim", "output_dim", "task")
+
+    def __init__(
+        self,
+        input_dim: int,
+        output_dim: int,
+        task: str = "classification",
+        hidden_dims: Sequence[int] = (128, 64),
+        dropout: float = 0.1,
+        activation: str = "relu",
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
+        if task not in ("classification", "regression"):
+            raise ValueError(f"task must be classification or regression, got {task!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.save_hyperparameters()
+        self.task = task
+        self.lr = lr
+        self.weight_decay = weight_decay
+        layers: list[nn.Module] = []
+        width = input_dim
+        for h in hidden_dims:
+            layers += [nn.Linear(width, int(h)), _ACTIVATIONS[activation]()]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width = int(h)
+        layers.append(nn.Linear(width, output_dim))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        out = self.net(features)
+        return out.squeeze(-1) if self.task == "regression" else out
+
+    def _loss(self, out: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        if self.task == "classification":
+            return nn.functional.cross_entropy(out, label)
+        return nn.functional.mse_loss(out, label.float())
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        out = self(batch["features"])
+        loss = self._loss(out, batch["label"])
+        n = batch["label"].shape[0]
+        # on_epoch with sync_dist: one all-reduce per epoch, not per step.
+        self.log("train_loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=n)
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        out = self(batch["features"])
+        label = batch["label"]
+        n = label.shape[0]
+        self.log("val_loss", self._loss(out, label), on_epoch=True, sync_dist=True, batch_size=n)
+        if self.task == "classification":
+            acc = (out.argmax(-1) == label).float().mean()
+            self.log("val_acc", acc, on_epoch=True, sync_dist=True, batch_size=n)
+        else:
+            rmse_z = torch.sqrt(nn.functional.mse_loss(out, label.float()))
+            self.log("val_rmse_std", rmse_z, on_epoch=True, sync_dist=True, batch_size=n)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)

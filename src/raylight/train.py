@@ -1,0 +1,495 @@
+"""Training: Ray Data splits → Ray Train ``TorchTrainer`` running Lightning on each worker →
+model bundle + test metrics.
+
+Reads top to bottom like a recipe: :func:`run_training` sets up the run directory, prepares the
+data, fits, then writes the bundle and scores the test split. The worker side is
+:func:`train_loop_per_worker`, which receives only the plain config dict.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from raylight import bundle as bundle_io
+from raylight.config import TrainConfig
+
+if TYPE_CHECKING:
+    import lightning.pytorch as pl
+
+    from raylight.data.pipeline import PreparedData
+
+CKPT_NAME = "checkpoint.ckpt"
+WEIGHTS_NAME = "model.safetensors"
+
+
+# ============================================================================ worker side
+
+
+def _report_callback_cls() -> type:
+    """Built lazily: Lightning must not be imported at raylight import time."""
+    import lightning.pytorch as pl
+    import ray.train
+    from ray.train import Checkpoint
+
+    class ReportCheckpointCallback(pl.Callback):
+        """Report epoch metrics to Ray Train; rank 0 attaches the checkpoint.
+
+        Unlike Ray's stock callback, only rank 0 writes and uploads a checkpoint (all ranks
+        hold the same DDP weights), the weights also go out as safetensors for the bundle,
+        and the local temp dir is unique per run and rank (Lightning ``rmtree``s reused ones).
+        """
+
+        def __init__(self, run_name: str) -> None:
+            ctx = ray.train.get_context()
+            self.rank = ctx.get_world_rank()
+            self.tmp_root = tempfile.mkdtemp(prefix=f"raylight-{run_name}-rank{self.rank}-")
+
+        def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            from safetensors.torch import save_file
+
+            metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+            metrics["epoch"] = trainer.current_epoch
+            metrics["step"] = trainer.global_step
+            tmp = os.path.join(self.tmp_root, f"epoch_{trainer.current_epoch}")
+            os.makedirs(tmp, exist_ok=True)
+            # A collective under DDP: every rank calls it, rank 0 writes.
+            trainer.save_checkpoint(os.path.join(tmp, CKPT_NAME), weights_only=False)
+            checkpoint = None
+            if self.rank == 0:
+                state = {k: v.detach().cpu().contiguous() for k, v in pl_module.state_dict().items()}
+                save_file(state, os.path.join(tmp, WEIGHTS_NAME))
+                with open(os.path.join(tmp, "metrics.json"), "w") as f:
+                    json.dump(metrics, f)
+                checkpoint = Checkpoint.from_directory(tmp)
+            ray.train.report(
+                metrics,
+                checkpoint=checkpoint,
+                checkpoint_dir_name=f"checkpoint_epoch={trainer.current_epoch:04d}",
+            )
+            shutil.rmtree(tmp, ignore_errors=True)
+
+        def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+            shutil.rmtree(self.tmp_root, ignore_errors=True)
+
+    return ReportCheckpointCallback
+
+
+def _instantiate(spec: dict[str, Any]) -> Any:
+    from hydra.utils import instantiate
+
+    return instantiate(spec, _convert_="all")
+
+
+def _lightning_trainer(config: dict[str, Any], callbacks: list[Any]) -> pl.Trainer:
+    import lightning.pytorch as pl
+    from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment, prepare_trainer
+
+    t = config["trainer"]
+    loggers: list[Any] = []
+    if "csv" in config["tracking"]["backends"]:
+        from lightning.pytorch.loggers import CSVLogger
+
+        loggers.append(CSVLogger(config["_run"]["logs_dir"], name="", version=""))
+    trainer = pl.Trainer(
+        max_epochs=t["max_epochs"],
+        accelerator="auto",
+        devices="auto",
+        strategy=RayDDPStrategy(),
+        plugins=[RayLightningEnvironment()],
+        precision=t["precision"],
+        gradient_clip_val=t["gradient_clip_val"],
+        accumulate_grad_batches=t["accumulate_grad_batches"],
+        limit_train_batches=t["limit_train_batches"],
+        limit_val_batches=t["limit_val_batches"],
+        deterministic=t["deterministic"],
+        callbacks=callbacks,
+        logger=loggers or False,
+        enable_checkpointing=False,  # Ray Train owns checkpoints
+        enable_progress_bar=False,  # progress is shown on the driver
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=10,
+    )
+    return prepare_trainer(trainer)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker. ``config`` is the plain resolved config."""
+    import lightning.pytorch as pl
+    import ray.train
+    import torch
+
+    pl.seed_everything(config["seed"], workers=True, verbose=False)
+    run = config["_run"]
+    model = bundle_io.build_model(run["model_target"], run["model_args"])
+
+    label_dtype = torch.long if config["data"]["task"] == "classification" else torch.float32
+    batch_size = config["data"]["batch_size"]
+    dtypes = {"features": torch.float32, "label": label_dtype}
+    train_loader = ray.train.get_dataset_shard("train").iter_torch_batches(
+        batch_size=batch_size, dtypes=dtypes, prefetch_batches=2
+    )
+    val_loader = ray.train.get_dataset_shard("val").iter_torch_batches(
+        batch_size=batch_size, dtypes=dtypes, prefetch_batches=2
+    )
+    callbacks = [_report_callback_cls()(run["name"])]
+    callbacks += [_instantiate(cb) for cb in config["trainer"]["callbacks"]]
+    trainer = _lightning_trainer(config, callbacks)
+
+    # A checkpoint from this run (worker-failure retry, or `resume=` of the same run) wins;
+    # otherwise an explicit checkpoint directory from another run.
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            trainer.fit(model, train_loader, val_loader, ckpt_path=os.path.join(d, CKPT_NAME), weights_only=True)
+    elif run.get("init_checkpoint"):
+        trainer.fit(model, train_loader, val_loader, ckpt_path=run["init_checkpoint"], weights_only=True)
+    else:
+        trainer.fit(model, train_loader, val_loader)
+
+
+# ============================================================================ driver side
+
+
+@dataclass
+class TrainResult:
+    run_name: str
+    run_dir: str
+    bundle_path: str
+    checkpoint_path: str | None
+    metrics: dict[str, Any]
+    test_metrics: dict[str, Any]
+    data_summary: dict[str, Any]
+    epochs: int
+    timings: dict[str, float]
+
+
+def _run_paths(cfg: TrainConfig) -> tuple[str, str]:
+    """(run_name, run_dir). The run dir holds config, data summary, logs, Ray storage, bundle."""
+    name = cfg.run_name or f"{cfg.data.name}-{cfg.model.get('name') or cfg.model['_target_'].rsplit('.', 1)[-1].lower()}-{datetime.now():%Y%m%d-%H%M%S}"
+    root = cfg.output_dir if "://" in cfg.output_dir else str(Path(cfg.output_dir).expanduser().resolve())
+    return name, f"{root.rstrip('/')}/runs/{name}"
+
+
+def resume_target(resume: str) -> tuple[str | None, str | None]:
+    """Classify ``resume=``: (run_dir, None) for a run directory, (None, ckpt) for a checkpoint."""
+    from raylight.data.sources import filesystem_and_path
+
+    fs, path = filesystem_and_path(resume)
+    if fs.get_file_info(path.rstrip("/") + "/" + CKPT_NAME).type.name == "File":
+        return None, path.rstrip("/") + "/" + CKPT_NAME
+    return resume.rstrip("/"), None
+
+
+def git_info() -> dict[str, Any]:
+    try:
+        root = Path(__file__).resolve().parents[2]
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, timeout=5)
+        if commit.returncode == 0:
+            return {"git_commit": commit.stdout.strip(), "git_dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"git_commit": None, "git_dirty": None}
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {}
+    for pkg in ("raylight", "ray", "torch", "lightning"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "unknown"
+    return out
+
+
+class _Progress:
+    """Driver-side progress: the Ray Train controller pushes each report into a queue."""
+
+    def __init__(self, max_epochs: int, printer: Any) -> None:
+        from ray.util.queue import Queue
+
+        self.queue = Queue(maxsize=1000, actor_options={"num_cpus": 0})
+        self.max_epochs = max_epochs
+        self.printer = printer
+        self.start = time.time()
+        self.epochs: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def callback(self) -> Any:
+        from ray.train import UserCallback
+
+        queue = self.queue
+
+        class _Push(UserCallback):
+            def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
+                queue.put_nowait(dict(metrics[0]))
+
+        return _Push()
+
+    def _loop(self) -> None:
+        import queue as std_queue
+
+        from ray.util.queue import Empty
+
+        while not self._stop.is_set():
+            try:
+                m = self.queue.get(timeout=0.5)
+            except (Empty, std_queue.Empty):
+                continue
+            except Exception:
+                return
+            self.epochs.append(m)
+            if self.printer:
+                self.printer(m, self.max_epochs, time.time() - self.start)
+
+    def __enter__(self) -> _Progress:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import ray
+
+        time.sleep(0.6)  # let the last report drain
+        self._stop.set()
+        self._thread.join(timeout=5)
+        ray.kill(self.queue.actor)
+
+
+def _scaling(cfg: TrainConfig) -> Any:
+    from ray.train import ScalingConfig
+
+    res: dict[str, float] = {"CPU": cfg.scaling.cpus_per_worker, **cfg.scaling.resources_per_worker}
+    if cfg.scaling.use_gpu:
+        res["GPU"] = cfg.scaling.gpus_per_worker or 1
+    return ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu, resources_per_worker=res)
+
+
+def _best_checkpoint(result: Any, monitor: str, mode: str) -> Any:
+    try:
+        best = result.get_best_checkpoint(metric=monitor, mode=mode)
+    except (ValueError, KeyError, RuntimeError):
+        best = None
+    return best or result.checkpoint
+
+
+def score(b: bundle_io.Bundle, ds: Any) -> dict[str, float]:
+    """Metrics of a bundle's model on an encoded split, streamed batch by batch on the driver."""
+    import numpy as np
+
+    ys, outs = [], []
+    for batch in ds.iter_batches(batch_size=4096, batch_format="numpy"):
+        if len(batch["label"]) == 0:
+            continue
+        res = b.predict_encoded(batch["features"])
+        ys.append(batch["label"])
+        outs.append(res["proba"] if b.task == "classification" else res["value"])
+    if not ys:
+        return {}
+    y = np.concatenate(ys)
+    from raylight.metrics import classification_metrics, regression_metrics
+
+    if b.task == "classification":
+        return classification_metrics(y, np.concatenate(outs), b.classes, b.manifest.get("positive_label"))
+    y_true = b.preprocessor.decode_regression(y.astype(np.float64))
+    return regression_metrics(y_true, np.concatenate(outs))
+
+
+def run_training(cfg: TrainConfig, printer: Any = None, announce: Any = None) -> TrainResult:
+    """Train a model from a validated config on the current Ray cluster (see cluster.session).
+
+    Args:
+        cfg: Validated config.
+        printer: ``printer(metrics, max_epochs, elapsed_s)`` called on the driver per epoch.
+        announce: ``announce(stage: str, detail: str)`` called on the driver per stage.
+    """
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig
+    from ray.train.torch import TorchTrainer
+
+    from raylight.cluster import cluster_gpus
+    from raylight.config import ConfigError
+    from raylight.data.pipeline import prepare
+
+    say = announce or (lambda stage, detail: None)
+    timings: dict[str, float] = {}
+    t0 = time.time()
+
+    if cfg.scaling.use_gpu and cluster_gpus() < cfg.scaling.num_workers * (cfg.scaling.gpus_per_worker or 1):
+        raise ConfigError([("scaling.use_gpu", f"the cluster has {cluster_gpus():g} GPU(s); {cfg.scaling.num_workers} worker(s) need more")])
+
+    init_checkpoint = None
+    if cfg.resume:
+        resume_dir, init_checkpoint = resume_target(cfg.resume)
+        if resume_dir:
+            # Same name + storage path: Ray Train restores the run's checkpoint state.
+            cfg = cfg.model_copy(update={"run_name": Path(resume_dir).name, "output_dir": str(Path(resume_dir).parent.parent)})
+    name, run_dir = _run_paths(cfg)
+    from raylight.data.sources import filesystem_and_path
+
+    fs, run_path = filesystem_and_path(run_dir)
+    fs.create_dir(run_path, recursive=True)
+    plain = cfg.to_plain()
+    _write_json(run_dir + "/config.json", plain)
+    _write_text(run_dir + "/config.yaml", _to_yaml(plain))
+    say("run", run_dir)
+
+    # ---- data
+    t = time.time()
+    data: PreparedData = prepare(cfg.data, cfg.seed, quarantine_dir=run_dir + "/quarantine")
+    timings["data_s"] = time.time() - t
+    summary = data.summary.to_dict()
+    _write_json(run_dir + "/data_summary.json", summary)
+    say("data", _data_line(summary))
+
+    pre = data.preprocessor
+    model_args = {k: v for k, v in cfg.model.items() if k not in ("_target_", "name")}
+    model_args.update(input_dim=pre.num_features, output_dim=pre.num_outputs, task=pre.task)
+    plain["_run"] = {
+        "name": name,
+        "model_target": cfg.model["_target_"],
+        "model_args": model_args,
+        "logs_dir": run_path + "/logs" if "://" not in run_dir else tempfile.mkdtemp(),
+        "init_checkpoint": init_checkpoint,
+    }
+
+    # ---- train
+    t = time.time()
+    progress = _Progress(cfg.trainer.max_epochs, printer)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=plain,
+        scaling_config=_scaling(cfg),
+        datasets={"train": data.train, "val": data.val},
+        run_config=RunConfig(
+            name="train",
+            storage_path=run_dir,
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=cfg.trainer.num_checkpoints,
+                checkpoint_score_attribute=cfg.trainer.monitor,
+                checkpoint_score_order=cfg.trainer.mode,
+            ),
+            failure_config=FailureConfig(max_failures=cfg.trainer.max_failures),
+            callbacks=[progress.callback()],
+        ),
+    )
+    say("train", f"{cfg.scaling.num_workers} worker(s), {cfg.trainer.max_epochs} epoch(s), {pre.num_features} features")
+    with progress:
+        result = trainer.fit()
+    timings["train_s"] = time.time() - t
+    best = _best_checkpoint(result, cfg.trainer.monitor, cfg.trainer.mode)
+    if best is None:
+        raise RuntimeError("training finished without a checkpoint")
+
+    # ---- bundle
+    t = time.time()
+    from safetensors.torch import load as load_weights
+
+    with best.as_directory() as d:
+        state = load_weights(Path(d, WEIGHTS_NAME).read_bytes())
+        best_metrics = json.loads(Path(d, "metrics.json").read_text())
+    bundle_path = run_dir + "/bundle"
+    bundle_io.write(
+        bundle_path,
+        state,
+        _manifest(cfg, plain, data, model_args, best_metrics, name, best.path),
+    )
+    b = bundle_io.load(bundle_path)  # round-trip: evaluate what was written, not what is in memory
+    test = score(b, data.test)
+    bundle_io.update_metrics(bundle_path, {"test": test})
+    timings["bundle_eval_s"] = time.time() - t
+    timings["total_s"] = time.time() - t0
+    res = TrainResult(
+        run_name=name,
+        run_dir=run_dir,
+        bundle_path=bundle_path,
+        checkpoint_path=best.path,
+        metrics=best_metrics,
+        test_metrics=test,
+        data_summary=summary,
+        epochs=len(progress.epochs),
+        timings=timings,
+    )
+    _write_json(run_dir + "/result.json", {k: v for k, v in res.__dict__.items()})
+    return res
+
+
+def _manifest(
+    cfg: TrainConfig,
+    plain: dict[str, Any],
+    data: PreparedData,
+    model_args: dict[str, Any],
+    best_metrics: dict[str, Any],
+    run_name: str,
+    checkpoint: str,
+) -> dict[str, Any]:
+    from raylight.data.pipeline import contract_rules
+
+    pre = data.preprocessor
+    rules = contract_rules(cfg.data)
+    features = [{"name": c, **{k: v for k, v in rules[c].items() if k != "strict"}} for c in pre.feature_order]
+    return {
+        "model": {"target": cfg.model["_target_"], "init_args": model_args},
+        "task": pre.task,
+        "classes": pre.classes,
+        "positive_label": cfg.data.positive_label,
+        "input_schema": {
+            "features": features,
+            "id_column": cfg.data.id_column,
+            "target": cfg.data.target,
+            "strict_categories": cfg.data.contract.strict_categories,
+            "encoded_features": pre.output_names,
+        },
+        "preprocessor": pre.to_dict(),
+        "reference": data.reference,
+        "config": {k: v for k, v in plain.items() if k != "_run"},
+        "lineage": {
+            "run_name": run_name,
+            "checkpoint": checkpoint,
+            "data_fingerprint": data.summary.fingerprint,
+            "data_sources": data.summary.source_paths,
+            "created_at": datetime.now(timezone.utc).isoformat(),
+            **git_info(),
+            "versions": versions(),
+        },
+        "metrics": {"best": best_metrics, "data": data.summary.to_dict()},
+    }
+
+
+def _data_line(s: dict[str, Any]) -> str:
+    sp = s["split_rows"]
+    line = f"{s['rows']:,} rows, {s['good']:,} good, {s['bad']:,} quarantined → train {sp['train']:,} / val {sp['val']:,} / test {sp['test']:,}"
+    if s["quarantine_path"]:
+        line += f" (bad rows: {s['quarantine_path']})"
+    return line
+
+
+def _write_text(uri: str, text: str) -> None:
+    from raylight.data.sources import filesystem_and_path
+
+    fs, path = filesystem_and_path(uri)
+    with fs.open_output_stream(path) as f:
+        f.write(text.encode())
+
+
+def _write_json(uri: str, obj: Any) -> None:
+    _write_text(uri, json.dumps(obj, indent=2, default=str))
+
+
+def _to_yaml(plain: dict[str, Any]) -> str:
+    from omegaconf import OmegaConf
+
+    header = "# Resolved config of this run. Retrain exactly with:\n#   raylight train --config-path <this dir> --config-name config\n"
+    return header + OmegaConf.to_yaml(OmegaConf.create(plain))
