@@ -21,8 +21,8 @@ app = typer.Typer(
     help="Distributed training, tuning and serving on Ray, driven by one Hydra config.",
     pretty_exceptions_enable=False,
 )
-console = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+console = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 _EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
 CONFIG_PATH = typer.Option(None, "--config-path", "-cp", help="Directory of a primary config to use instead of the shipped conf/.")

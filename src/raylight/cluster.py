@@ -76,6 +76,8 @@ def _configure_data() -> None:
     ctx.enable_operator_progress_bars = tty
     ctx.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+    # "Progress bars disabled" is a choice we made, not news for the user.
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
 
 
 @contextmanager

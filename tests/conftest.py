@@ -1,0 +1,58 @@
+"""Shared fixtures: one real local Ray per test session (ray.init costs seconds here)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+
+# Before anything imports ray: the embedded test cluster runs without token auth, quietly.
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+sys.path.insert(0, str(TESTS))
+
+
+@pytest.fixture(scope="session")
+def ray_session(tmp_path_factory: pytest.TempPathFactory):
+    """A real local Ray with 2 CPUs; workers can import tests/helpers."""
+    import ray
+
+    from raylight.cluster import _configure_data
+
+    temp = tmp_path_factory.mktemp("ray")
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=300 * 1024 * 1024,
+        logging_level="ERROR",
+        log_to_driver=False,
+        _temp_dir=str(temp),
+        runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}},
+    )
+    _configure_data()
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def outdir(tmp_path: Path) -> Path:
+    return tmp_path / "outputs"
+
+
+def penguins_overrides(outdir: Path, *extra: str) -> list[str]:
+    """Tiny, fast penguins config for integration tests."""
+    return [
+        "data=penguins",
+        f"output_dir={outdir}",
+        "cluster.auth_mode=disabled",
+        "model.hidden_dims=[32,32]",
+        "model.lr=0.01",
+        "trainer.num_checkpoints=2",
+        *extra,
+    ]

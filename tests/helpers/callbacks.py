@@ -1,0 +1,46 @@
+"""Lightning callbacks the tests inject through `trainer.callbacks` (the product's public hook)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import lightning.pytorch as pl
+
+
+class ShardRecorder(pl.Callback):
+    """Each rank appends the rows it trained on per epoch to ``out_dir/rank{R}.jsonl``."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = out_dir
+        self.rows = 0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.rows = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
+        self.rows += int(batch["label"].shape[0])
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        Path(self.out_dir).mkdir(parents=True, exist_ok=True)
+        with open(Path(self.out_dir) / f"rank{trainer.global_rank}.jsonl", "a") as f:
+            f.write(json.dumps({"epoch": trainer.current_epoch, "rows": self.rows}) + "\n")
+
+
+class KillOnce(pl.Callback):
+    """SIGKILL this worker process at a chosen global step on one rank — first attempt only.
+
+    The marker file makes the kill happen once: the restarted worker group must then finish.
+    """
+
+    def __init__(self, rank: int, step: int, marker: str) -> None:
+        self.rank = rank
+        self.step = step
+        self.marker = marker
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
+        if trainer.global_rank == self.rank and trainer.global_step >= self.step and not os.path.exists(self.marker):
+            Path(self.marker).write_text(json.dumps({"step": trainer.global_step, "epoch": trainer.current_epoch}))
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,125 @@
+"""Every shipped config composes and validates; bad configs fail with every problem listed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from raylight.bundle import build_model
+from raylight.cli import app
+from raylight.config import CONF_DIR, ConfigError, load_train_config
+
+GROUPS = ["data", "model", "trainer", "scaling", "cluster", "tracking", "experiment", "debug"]
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def _file_overrides(tmp_path: Path) -> list[str]:
+    csv = tmp_path / "d.csv"
+    pd.DataFrame({"x": [1.0, 2.0], "c": ["a", "b"], "y": ["p", "q"]}).to_csv(csv, index=False)
+    return [
+        f"data.path={csv}",
+        "data.target=y",
+        "+data.contract.columns={x: {dtype: float}, c: {dtype: category}, y: {dtype: category}}",
+    ]
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_every_shipped_config_composes_validates_and_instantiates(group: str, tmp_path: Path) -> None:
+    options = _options(group)
+    assert options, f"conf/{group}/ is empty"
+    for option in options:
+        overrides = [f"{group}={option}"]
+        if group == "data" and option == "file":
+            overrides += _file_overrides(tmp_path)
+        if group == "cluster" and option == "address":
+            overrides += ["cluster.address=ray://127.0.0.1:10001"]
+        cfg = load_train_config(overrides)
+        model_args = {k: v for k, v in cfg.model.items() if k not in ("_target_", "name")}
+        model = build_model(cfg.model["_target_"], {**model_args, "input_dim": 4, "output_dim": 2, "task": cfg.data.task})
+        assert sum(p.numel() for p in model.parameters()) > 0
+        assert isinstance(cfg.to_plain(), dict)
+
+
+def test_predict_config_composes(tmp_path: Path) -> None:
+    from raylight.config import load_predict_config
+
+    f = tmp_path / "in.csv"
+    f.write_text("a\n1\n")
+    cfg = load_predict_config([f"bundle={tmp_path}", f"input={f}", f"output={tmp_path / 'out.csv'}"])
+    assert cfg.num_actors >= 1
+
+
+def test_bad_config_lists_every_problem_with_its_key() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_train_config(
+            [
+                "trainer.max_epoch=3",  # unknown key (typo)
+                "trainer.max_epochs=-1",  # out of range
+                "scaling.num_workers=0",  # < 1
+                "model.hidden_dims=abc",  # wrong type
+                "+model.foo=1",  # unknown model argument
+                "data.batch_size=big",  # wrong type
+                "+data.bogus=1",  # unknown key
+                "data=does_not_exist",  # unknown group option
+            ]
+        )
+    keys = {k for k, _ in info.value.problems}
+    assert {"trainer.max_epoch", "trainer.max_epochs", "scaling.num_workers", "model.hidden_dims",
+            "model.foo", "data.batch_size", "data.bogus", "data"} <= keys  # fmt: skip
+    assert "8 problem(s)" in str(info.value) or len(info.value.problems) >= 8
+
+
+def test_missing_data_path_and_absent_contract_column(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_train_config(["data=file", f"data.path={tmp_path / 'nope.csv'}", "data.target=y",
+                           "+data.contract.columns={y: {dtype: category}, x: {dtype: float}}"])  # fmt: skip
+    assert any(k == "data.path" and "does not exist" in m for k, m in info.value.problems)
+
+    csv = tmp_path / "d.csv"
+    pd.DataFrame({"x": [1.0], "y": ["a"]}).to_csv(csv, index=False)
+    with pytest.raises(ConfigError) as info:
+        load_train_config(["data=file", f"data.path={csv}", "data.target=y",
+                           "+data.contract.columns={y: {dtype: category}, x: {dtype: float}, z: {dtype: int}}"])  # fmt: skip
+    assert ("data.contract.columns.z", next(m for k, m in info.value.problems if k == "data.contract.columns.z")) in info.value.problems
+    assert "not in the data" in dict(info.value.problems)["data.contract.columns.z"]
+
+
+def test_use_gpu_on_a_cluster_without_gpus() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_train_config(["scaling.use_gpu=true", "cluster.num_gpus=0"])
+    assert "scaling.use_gpu" in dict(info.value.problems)
+
+
+def test_contract_rules_are_checked() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_train_config(["data=penguins", "data.contract.columns.body_mass_g.min=9000",
+                           "data.split.train=0.9", "data.positive_label=Dodo"])  # fmt: skip
+    keys = dict(info.value.problems)
+    assert "data.contract.columns.body_mass_g" in keys  # min > max
+    assert "data.split" in keys  # fractions do not sum to 1
+    assert "data.positive_label" in keys
+
+
+def test_cli_validate_exit_codes() -> None:
+    runner = CliRunner()
+    ok = runner.invoke(app, ["validate", "data=penguins", "trainer.max_epochs=2"])
+    assert ok.exit_code == 0, ok.output
+    assert "config OK" in ok.output
+    bad = runner.invoke(app, ["validate", "trainer.max_epochs=-1", "scaling.num_workers=0"])
+    assert bad.exit_code == 2
+    assert "trainer.max_epochs" in bad.output and "scaling.num_workers" in bad.output
+    assert "2 problem(s)" in bad.output
+
+
+def test_validate_does_not_start_ray() -> None:
+    import sys
+
+    load_train_config(["data=penguins"])
+    ray = sys.modules.get("ray")
+    assert ray is None or not ray.is_initialized()
