@@ -33,7 +33,11 @@ def ray_session(tmp_path_factory: pytest.TempPathFactory):
         logging_level="ERROR",
         log_to_driver=False,
         _temp_dir=str(temp),
-        runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}},
+        runtime_env={
+            "env_vars": {
+                "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])
+            }
+        },
     )
     _configure_data()
     yield ray

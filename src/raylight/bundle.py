@@ -101,11 +101,15 @@ def read_manifest(path: str) -> dict[str, Any]:
     if missing:
         raise BundleError(f"{MANIFEST} in {path} lacks {missing}")
     if manifest["format_version"] != FORMAT_VERSION:
-        raise BundleError(f"bundle format {manifest['format_version']} is not supported (expected {FORMAT_VERSION})")
+        raise BundleError(
+            f"bundle format {manifest['format_version']} is not supported (expected {FORMAT_VERSION})"
+        )
     want = manifest["checksums"].get("manifest")
     got = "sha256:" + hashlib.sha256(_canonical(manifest)).hexdigest()
     if want != got:
-        raise BundleError(f"{MANIFEST} in {path} was modified after it was written (checksum mismatch)")
+        raise BundleError(
+            f"{MANIFEST} in {path} was modified after it was written (checksum mismatch)"
+        )
     return manifest
 
 
@@ -166,7 +170,9 @@ class Bundle:
             (features [n, d] float32, errors [n] object: None or the reason the row is bad)
         """
         schema = self.input_schema
-        columns = {c["name"]: {k: v for k, v in c.items() if k != "name"} for c in schema["features"]}
+        columns = {
+            c["name"]: {k: v for k, v in c.items() if k != "name"} for c in schema["features"]
+        }
         missing = [c for c in columns if c not in raw.columns]
         if missing:
             raise ValueError(f"input lacks feature column(s) {missing}")

@@ -25,7 +25,12 @@ console = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 _EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
-CONFIG_PATH = typer.Option(None, "--config-path", "-cp", help="Directory of a primary config to use instead of the shipped conf/.")
+CONFIG_PATH = typer.Option(
+    None,
+    "--config-path",
+    "-cp",
+    help="Directory of a primary config to use instead of the shipped conf/.",
+)
 CONFIG_NAME = typer.Option("train", "--config-name", "-cn", help="Primary config name (file stem).")
 
 
@@ -52,7 +57,9 @@ def _load(overrides: list[str], config_path: str | None, config_name: str) -> An
 
 
 @app.command(context_settings=_EXTRA)
-def validate(ctx: typer.Context, config_path: str | None = CONFIG_PATH, config_name: str = CONFIG_NAME) -> None:
+def validate(
+    ctx: typer.Context, config_path: str | None = CONFIG_PATH, config_name: str = CONFIG_NAME
+) -> None:
     """Compose and check a training config without starting Ray; print it resolved."""
     cfg = _load(ctx.args, config_path, config_name)
     from omegaconf import OmegaConf
@@ -64,7 +71,9 @@ def validate(ctx: typer.Context, config_path: str | None = CONFIG_PATH, config_n
 def _epoch_printer(m: dict[str, Any], max_epochs: int, elapsed: float) -> None:
     keys = [k for k in ("train_loss", "val_loss", "val_acc", "val_rmse_std") if k in m]
     parts = "  ".join(f"{k} {m[k]:.4f}" for k in keys)
-    console.print(f"  epoch {int(m.get('epoch', 0)) + 1:>3}/{max_epochs}  {parts}  [dim]({elapsed:.1f}s)[/]")
+    console.print(
+        f"  epoch {int(m.get('epoch', 0)) + 1:>3}/{max_epochs}  {parts}  [dim]({elapsed:.1f}s)[/]"
+    )
 
 
 def _announce(stage: str, detail: str) -> None:
@@ -81,7 +90,9 @@ def _metrics_table(title: str, metrics: dict[str, Any]) -> Table:
 
 
 @app.command(context_settings=_EXTRA)
-def train(ctx: typer.Context, config_path: str | None = CONFIG_PATH, config_name: str = CONFIG_NAME) -> None:
+def train(
+    ctx: typer.Context, config_path: str | None = CONFIG_PATH, config_name: str = CONFIG_NAME
+) -> None:
     """Train a model: validate config → Ray Data → Ray Train + Lightning → model bundle."""
     cfg = _load(ctx.args, config_path, config_name)
     from raylight.cluster import session
@@ -89,7 +100,9 @@ def train(ctx: typer.Context, config_path: str | None = CONFIG_PATH, config_name
     from raylight.data.pipeline import BadDataError
     from raylight.train import run_training
 
-    console.print(f"[bold]raylight train[/] data={cfg.data.name} model={cfg.model['_target_'].rsplit('.', 1)[-1]} workers={cfg.scaling.num_workers} cluster={cfg.cluster.mode}")
+    console.print(
+        f"[bold]raylight train[/] data={cfg.data.name} model={cfg.model['_target_'].rsplit('.', 1)[-1]} workers={cfg.scaling.num_workers} cluster={cfg.cluster.mode}"
+    )
     try:
         with session(cfg.cluster):
             res = run_training(cfg, printer=_epoch_printer, announce=_announce)
@@ -98,13 +111,21 @@ def train(ctx: typer.Context, config_path: str | None = CONFIG_PATH, config_name
     except BadDataError as exc:
         err.print(f"[bold red]bad data:[/] {exc}", soft_wrap=True)
         raise typer.Exit(1) from None
-    console.print(_metrics_table(f"test metrics ({res.test_metrics.get('n', 0):,} rows)", res.test_metrics))
+    console.print(
+        _metrics_table(f"test metrics ({res.test_metrics.get('n', 0):,} rows)", res.test_metrics)
+    )
     t = res.timings
-    console.print(f"[dim]data {t['data_s']:.1f}s · train {t['train_s']:.1f}s · bundle+eval {t['bundle_eval_s']:.1f}s · total {t['total_s']:.1f}s[/]")
+    console.print(
+        f"[dim]data {t['data_s']:.1f}s · train {t['train_s']:.1f}s · bundle+eval {t['bundle_eval_s']:.1f}s · total {t['total_s']:.1f}s[/]"
+    )
     console.print(f"[bold green]bundle[/]  {res.bundle_path}")
-    console.print(f"[bold]run dir[/] {res.run_dir}  (config.yaml, data_summary.json, logs/metrics.csv, train/ checkpoints)")
+    console.print(
+        f"[bold]run dir[/] {res.run_dir}  (config.yaml, data_summary.json, logs/metrics.csv, train/ checkpoints)"
+    )
     if res.data_summary.get("quarantine_path"):
-        console.print(f"[yellow]quarantine[/] {res.data_summary['bad']} bad row(s) with reasons in {res.data_summary['quarantine_path']}")
+        console.print(
+            f"[yellow]quarantine[/] {res.data_summary['bad']} bad row(s) with reasons in {res.data_summary['quarantine_path']}"
+        )
 
 
 @app.command(context_settings=_EXTRA)
@@ -129,7 +150,14 @@ def predict(ctx: typer.Context) -> None:
             res = run_predict(cfg)
     except (ValueError, BundleError) as exc:
         _fail_config(exc)
-    console.print(f"[bold green]wrote[/] {res.rows:,} predictions to {res.output}" + (f" ([yellow]{res.errors} row(s) broke the contract; see the error column[/])" if res.errors else ""))
+    console.print(
+        f"[bold green]wrote[/] {res.rows:,} predictions to {res.output}"
+        + (
+            f" ([yellow]{res.errors} row(s) broke the contract; see the error column[/])"
+            if res.errors
+            else ""
+        )
+    )
 
 
 def main() -> None:

@@ -315,7 +315,12 @@ def _check_model(model: dict[str, Any]) -> list[tuple[str, str]]:
     """Check model kwargs against the target class's constructor signature and annotations."""
     target = model.get("_target_")
     if not isinstance(target, str) or "." not in target:
-        return [("model._target_", "must be a dotted class path, e.g. raylight.models.tabular.TabularMLP")]
+        return [
+            (
+                "model._target_",
+                "must be a dotted class path, e.g. raylight.models.tabular.TabularMLP",
+            )
+        ]
     module_name, _, attr = target.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module_name), attr)
@@ -371,7 +376,9 @@ def _check_data(data: DataConfig) -> list[tuple[str, str]]:
         if data.task == "regression" and tdt not in ("int", "float"):
             problems.append(("data.task", f"regression needs a numeric target, not {tdt}"))
         if cols[data.target].nullable:
-            problems.append((f"data.contract.columns.{data.target}.nullable", "the target cannot be nullable"))
+            problems.append(
+                (f"data.contract.columns.{data.target}.nullable", "the target cannot be nullable")
+            )
     for i, f in enumerate(data.features or []):
         if f not in cols:
             problems.append((f"data.features[{i}]", f"{f!r} has no entry in data.contract.columns"))
@@ -382,7 +389,9 @@ def _check_data(data: DataConfig) -> list[tuple[str, str]]:
     if data.positive_label is not None and data.target in cols:
         cats = cols[data.target].categories
         if cats is not None and data.positive_label not in cats:
-            problems.append(("data.positive_label", f"{data.positive_label!r} not in target categories {cats}"))
+            problems.append(
+                ("data.positive_label", f"{data.positive_label!r} not in target categories {cats}")
+            )
     if data.source == "file" and data.path:
         try:
             available = sources.peek_columns(data)
@@ -394,8 +403,14 @@ def _check_data(data: DataConfig) -> list[tuple[str, str]]:
             needed = list(cols) + ([data.id_column] if data.id_column else [])
             for c in needed:
                 if c not in available:
-                    key = "data.id_column" if c == data.id_column and c not in cols else f"data.contract.columns.{c}"
-                    problems.append((key, f"column {c!r} is not in the data (has: {', '.join(available[:20])})"))
+                    key = (
+                        "data.id_column"
+                        if c == data.id_column and c not in cols
+                        else f"data.contract.columns.{c}"
+                    )
+                    problems.append(
+                        (key, f"column {c!r} is not in the data (has: {', '.join(available[:20])})")
+                    )
     return problems
 
 
@@ -410,11 +425,18 @@ def _check_resources(scaling: ScalingConfig, cluster: ClusterConfig) -> list[tup
         have = cluster.num_gpus if cluster.num_gpus is not None else torch.cuda.device_count()
         need = scaling.num_workers * (scaling.gpus_per_worker or 1)
         if have < need:
-            problems.append(("scaling.use_gpu", f"needs {need:g} GPU(s) but the local cluster has {have}"))
+            problems.append(
+                ("scaling.use_gpu", f"needs {need:g} GPU(s) but the local cluster has {have}")
+            )
     cpus = cluster.num_cpus or os.cpu_count() or 1
     need_cpu = scaling.num_workers * scaling.cpus_per_worker
     if need_cpu > cpus:
-        problems.append(("scaling.num_workers", f"{scaling.num_workers} worker(s) × {scaling.cpus_per_worker:g} CPU need {need_cpu:g} CPUs; the local cluster has {cpus}"))
+        problems.append(
+            (
+                "scaling.num_workers",
+                f"{scaling.num_workers} worker(s) x {scaling.cpus_per_worker:g} CPU need {need_cpu:g} CPUs; the local cluster has {cpus}",
+            )
+        )
     return problems
 
 
@@ -438,7 +460,10 @@ def validate(plain: dict[str, Any], problems: Sequence[tuple[str, str]] = ()) ->
             problems += _check_data(data)
         if isinstance(plain.get("model"), dict):
             problems += _check_model(plain["model"])
-        scaling, cluster = _partial(ScalingConfig, plain.get("scaling")), _partial(ClusterConfig, plain.get("cluster"))
+        scaling, cluster = (
+            _partial(ScalingConfig, plain.get("scaling")),
+            _partial(ClusterConfig, plain.get("cluster")),
+        )
         if scaling is not None and cluster is not None:
             problems += _check_resources(scaling, cluster)
         raise ConfigError(_dedupe(problems)) from None
@@ -452,7 +477,9 @@ def validate(plain: dict[str, Any], problems: Sequence[tuple[str, str]] = ()) ->
     return cfg
 
 
-def validate_predict(plain: dict[str, Any], problems: Sequence[tuple[str, str]] = ()) -> PredictConfig:
+def validate_predict(
+    plain: dict[str, Any], problems: Sequence[tuple[str, str]] = ()
+) -> PredictConfig:
     """Validate a composed predict config; raise one ConfigError listing every problem."""
     problems = list(problems)
     try:

@@ -45,7 +45,7 @@ def classification_metrics(
     logloss = float(-np.log(np.clip(proba[np.arange(len(y)), y], eps, 1.0)).mean())
     counts = np.bincount(y, minlength=k)
     out = {
-        "n": int(len(y)),
+        "n": len(y),
         "accuracy": float((pred == y).mean()),
         "f1_macro": float(np.mean(f1s)),
         "log_loss": logloss,
@@ -65,7 +65,7 @@ def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     var = float(((y - y.mean()) ** 2).mean())
     mse = float((err**2).mean())
     return {
-        "n": int(len(y)),
+        "n": len(y),
         "rmse": mse**0.5,
         "mae": float(np.abs(err).mean()),
         "r2": 1.0 - mse / var if var > 0 else float("nan"),

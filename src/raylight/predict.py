@@ -61,14 +61,18 @@ def run_predict(cfg: PredictConfig) -> PredictResult:
     fmt = _format(files[0], cfg.format)
     if fmt == "csv":
         # Strings in, so the contract (not the CSV reader) judges malformed values.
-        convert = pacsv.ConvertOptions(strings_can_be_null=True, column_types={f: pa.string() for f in features})
+        convert = pacsv.ConvertOptions(
+            strings_can_be_null=True, column_types={f: pa.string() for f in features}
+        )
         ds = ray.data.read_csv(paths, convert_options=convert)
     else:
         ds = ray.data.read_parquet(paths)
     columns = ds.columns() or []
     missing = [f for f in features if f not in columns]
     if missing:
-        raise ValueError(f"input {cfg.input} lacks feature column(s) {missing} that the bundle needs")
+        raise ValueError(
+            f"input {cfg.input} lacks feature column(s) {missing} that the bundle needs"
+        )
     id_col = cfg.id_column or schema.get("id_column")
     if cfg.id_column and cfg.id_column not in columns:
         raise ValueError(f"id_column {cfg.id_column!r} is not in the input (has {columns})")
@@ -84,7 +88,10 @@ def run_predict(cfg: PredictConfig) -> PredictResult:
     out_fmt = _format(cfg.output, cfg.output_format)
     out = out.materialize()
     rows = out.count()
-    errors = sum(int(b["error"].notna().sum()) for b in out.select_columns(["error"]).iter_batches(batch_format="pandas"))
+    errors = sum(
+        int(b["error"].notna().sum())
+        for b in out.select_columns(["error"]).iter_batches(batch_format="pandas")
+    )
     _write(out, cfg.output, out_fmt)
     return PredictResult(output=cfg.output, rows=rows, errors=errors)
 

@@ -66,7 +66,9 @@ def _report_callback_cls() -> type:
             trainer.save_checkpoint(os.path.join(tmp, CKPT_NAME), weights_only=False)
             checkpoint = None
             if self.rank == 0:
-                state = {k: v.detach().cpu().contiguous() for k, v in pl_module.state_dict().items()}
+                state = {
+                    k: v.detach().cpu().contiguous() for k, v in pl_module.state_dict().items()
+                }
                 save_file(state, os.path.join(tmp, WEIGHTS_NAME))
                 with open(os.path.join(tmp, "metrics.json"), "w") as f:
                     json.dump(metrics, f)
@@ -151,9 +153,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            trainer.fit(model, train_loader, val_loader, ckpt_path=os.path.join(d, CKPT_NAME), weights_only=True)
+            trainer.fit(
+                model,
+                train_loader,
+                val_loader,
+                ckpt_path=os.path.join(d, CKPT_NAME),
+                weights_only=True,
+            )
     elif run.get("init_checkpoint"):
-        trainer.fit(model, train_loader, val_loader, ckpt_path=run["init_checkpoint"], weights_only=True)
+        trainer.fit(
+            model, train_loader, val_loader, ckpt_path=run["init_checkpoint"], weights_only=True
+        )
     else:
         trainer.fit(model, train_loader, val_loader)
 
@@ -176,8 +186,15 @@ class TrainResult:
 
 def _run_paths(cfg: TrainConfig) -> tuple[str, str]:
     """(run_name, run_dir). The run dir holds config, data summary, logs, Ray storage, bundle."""
-    name = cfg.run_name or f"{cfg.data.name}-{cfg.model.get('name') or cfg.model['_target_'].rsplit('.', 1)[-1].lower()}-{datetime.now():%Y%m%d-%H%M%S}"
-    root = cfg.output_dir if "://" in cfg.output_dir else str(Path(cfg.output_dir).expanduser().resolve())
+    name = (
+        cfg.run_name
+        or f"{cfg.data.name}-{cfg.model.get('name') or cfg.model['_target_'].rsplit('.', 1)[-1].lower()}-{datetime.now():%Y%m%d-%H%M%S}"
+    )
+    root = (
+        cfg.output_dir
+        if "://" in cfg.output_dir
+        else str(Path(cfg.output_dir).expanduser().resolve())
+    )
     return name, f"{root.rstrip('/')}/runs/{name}"
 
 
@@ -194,8 +211,12 @@ def resume_target(resume: str) -> tuple[str | None, str | None]:
 def git_info() -> dict[str, Any]:
     try:
         root = Path(__file__).resolve().parents[2]
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, timeout=5)
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, timeout=5
+        )
         if commit.returncode == 0:
             return {"git_commit": commit.stdout.strip(), "git_dirty": bool(dirty.stdout.strip())}
     except (OSError, subprocess.SubprocessError):
@@ -235,7 +256,9 @@ class _Progress:
         queue = self.queue
 
         class _Push(UserCallback):
-            def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
+            def after_report(
+                self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any
+            ) -> None:
                 queue.put_nowait(dict(metrics[0]))
 
         return _Push()
@@ -275,7 +298,9 @@ def _scaling(cfg: TrainConfig) -> Any:
     res: dict[str, float] = {"CPU": cfg.scaling.cpus_per_worker, **cfg.scaling.resources_per_worker}
     if cfg.scaling.use_gpu:
         res["GPU"] = cfg.scaling.gpus_per_worker or 1
-    return ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu, resources_per_worker=res)
+    return ScalingConfig(
+        num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu, resources_per_worker=res
+    )
 
 
 def _best_checkpoint(result: Any, monitor: str, mode: str) -> Any:
@@ -303,7 +328,9 @@ def score(b: bundle_io.Bundle, ds: Any) -> dict[str, float]:
     from raylight.metrics import classification_metrics, regression_metrics
 
     if b.task == "classification":
-        return classification_metrics(y, np.concatenate(outs), b.classes, b.manifest.get("positive_label"))
+        return classification_metrics(
+            y, np.concatenate(outs), b.classes, b.manifest.get("positive_label")
+        )
     y_true = b.preprocessor.decode_regression(y.astype(np.float64))
     return regression_metrics(y_true, np.concatenate(outs))
 
@@ -327,15 +354,29 @@ def run_training(cfg: TrainConfig, printer: Any = None, announce: Any = None) ->
     timings: dict[str, float] = {}
     t0 = time.time()
 
-    if cfg.scaling.use_gpu and cluster_gpus() < cfg.scaling.num_workers * (cfg.scaling.gpus_per_worker or 1):
-        raise ConfigError([("scaling.use_gpu", f"the cluster has {cluster_gpus():g} GPU(s); {cfg.scaling.num_workers} worker(s) need more")])
+    if cfg.scaling.use_gpu and cluster_gpus() < cfg.scaling.num_workers * (
+        cfg.scaling.gpus_per_worker or 1
+    ):
+        raise ConfigError(
+            [
+                (
+                    "scaling.use_gpu",
+                    f"the cluster has {cluster_gpus():g} GPU(s); {cfg.scaling.num_workers} worker(s) need more",
+                )
+            ]
+        )
 
     init_checkpoint = None
     if cfg.resume:
         resume_dir, init_checkpoint = resume_target(cfg.resume)
         if resume_dir:
             # Same name + storage path: Ray Train restores the run's checkpoint state.
-            cfg = cfg.model_copy(update={"run_name": Path(resume_dir).name, "output_dir": str(Path(resume_dir).parent.parent)})
+            cfg = cfg.model_copy(
+                update={
+                    "run_name": Path(resume_dir).name,
+                    "output_dir": str(Path(resume_dir).parent.parent),
+                }
+            )
     name, run_dir = _run_paths(cfg)
     from raylight.data.sources import filesystem_and_path
 
@@ -385,7 +426,10 @@ def run_training(cfg: TrainConfig, printer: Any = None, announce: Any = None) ->
             callbacks=[progress.callback()],
         ),
     )
-    say("train", f"{cfg.scaling.num_workers} worker(s), {cfg.trainer.max_epochs} epoch(s), {pre.num_features} features")
+    say(
+        "train",
+        f"{cfg.scaling.num_workers} worker(s), {cfg.trainer.max_epochs} epoch(s), {pre.num_features} features",
+    )
     with progress:
         result = trainer.fit()
     timings["train_s"] = time.time() - t
@@ -439,7 +483,10 @@ def _manifest(
 
     pre = data.preprocessor
     rules = contract_rules(cfg.data)
-    features = [{"name": c, **{k: v for k, v in rules[c].items() if k != "strict"}} for c in pre.feature_order]
+    features = [
+        {"name": c, **{k: v for k, v in rules[c].items() if k != "strict"}}
+        for c in pre.feature_order
+    ]
     return {
         "model": {"target": cfg.model["_target_"], "init_args": model_args},
         "task": pre.task,

@@ -41,6 +41,12 @@ class KillOnce(pl.Callback):
         self.marker = marker
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
-        if trainer.global_rank == self.rank and trainer.global_step >= self.step and not os.path.exists(self.marker):
-            Path(self.marker).write_text(json.dumps({"step": trainer.global_step, "epoch": trainer.current_epoch}))
+        if (
+            trainer.global_rank == self.rank
+            and trainer.global_step >= self.step
+            and not os.path.exists(self.marker)
+        ):
+            Path(self.marker).write_text(
+                json.dumps({"step": trainer.global_step, "epoch": trainer.current_epoch})
+            )
             os.kill(os.getpid(), signal.SIGKILL)

@@ -27,13 +27,23 @@ def _write(path: Path) -> TabularMLP:
         classes=["no", "yes"],
         feature_order=["x", "c"],
     )
-    args = {"input_dim": pre.num_features, "output_dim": 2, "task": "classification", "hidden_dims": [8]}
+    args = {
+        "input_dim": pre.num_features,
+        "output_dim": 2,
+        "task": "classification",
+        "hidden_dims": [8],
+    }
     model = TabularMLP(**args)
     manifest = {
         "model": {"target": "raylight.models.tabular.TabularMLP", "init_args": args},
         "task": "classification",
         "classes": ["no", "yes"],
-        "input_schema": {"features": FEATURES, "id_column": None, "target": "y", "strict_categories": False},
+        "input_schema": {
+            "features": FEATURES,
+            "id_column": None,
+            "target": "y",
+            "strict_categories": False,
+        },
         "preprocessor": pre.to_dict(),
         "reference": {},
         "config": {},
@@ -49,7 +59,7 @@ def test_round_trip_predicts_like_the_in_memory_model(tmp_path: Path) -> None:
     b = bundle.load(str(tmp_path))
     raw = pd.DataFrame({"x": ["1.0", "3.5", "oops"], "c": ["a", "zzz", "b"]})
     out = b.predict(raw)
-    feats, errors = b.encode(raw)
+    feats, _errors = b.encode(raw)
     model.eval()
     with torch.no_grad():
         expected = torch.softmax(model(torch.tensor(feats[:2])), -1).numpy()

@@ -30,7 +30,9 @@ def _file_overrides(tmp_path: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("group", GROUPS)
-def test_every_shipped_config_composes_validates_and_instantiates(group: str, tmp_path: Path) -> None:
+def test_every_shipped_config_composes_validates_and_instantiates(
+    group: str, tmp_path: Path
+) -> None:
     options = _options(group)
     assert options, f"conf/{group}/ is empty"
     for option in options:
@@ -41,7 +43,10 @@ def test_every_shipped_config_composes_validates_and_instantiates(group: str, tm
             overrides += ["cluster.address=ray://127.0.0.1:10001"]
         cfg = load_train_config(overrides)
         model_args = {k: v for k, v in cfg.model.items() if k not in ("_target_", "name")}
-        model = build_model(cfg.model["_target_"], {**model_args, "input_dim": 4, "output_dim": 2, "task": cfg.data.task})
+        model = build_model(
+            cfg.model["_target_"],
+            {**model_args, "input_dim": 4, "output_dim": 2, "task": cfg.data.task},
+        )
         assert sum(p.numel() for p in model.parameters()) > 0
         assert isinstance(cfg.to_plain(), dict)
 
@@ -51,7 +56,9 @@ def test_predict_config_composes(tmp_path: Path) -> None:
 
     f = tmp_path / "in.csv"
     f.write_text("a\n1\n")
-    cfg = load_predict_config([f"bundle={tmp_path}", f"input={f}", f"output={tmp_path / 'out.csv'}"])
+    cfg = load_predict_config(
+        [f"bundle={tmp_path}", f"input={f}", f"output={tmp_path / 'out.csv'}"]
+    )
     assert cfg.num_actors >= 1
 
 
@@ -86,7 +93,10 @@ def test_missing_data_path_and_absent_contract_column(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_train_config(["data=file", f"data.path={csv}", "data.target=y",
                            "+data.contract.columns={y: {dtype: category}, x: {dtype: float}, z: {dtype: int}}"])  # fmt: skip
-    assert ("data.contract.columns.z", next(m for k, m in info.value.problems if k == "data.contract.columns.z")) in info.value.problems
+    assert (
+        "data.contract.columns.z",
+        next(m for k, m in info.value.problems if k == "data.contract.columns.z"),
+    ) in info.value.problems
     assert "not in the data" in dict(info.value.problems)["data.contract.columns.z"]
 
 

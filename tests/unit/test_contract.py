@@ -37,7 +37,9 @@ def test_each_kind_of_bad_row_gets_a_reason_and_keeps_its_raw_values() -> None:
     assert "age: not a number: abc" in errors[2]
     assert "age: not an integer: 3.5" in errors[3] and "score: not a number: x" in errors[3]
     assert "age: above max 120: 200" in errors[4]
-    assert "color: unknown category: green" in errors[4] and "flag: not a boolean: maybe" in errors[4]
+    assert (
+        "color: unknown category: green" in errors[4] and "flag: not a boolean: maybe" in errors[4]
+    )
     raw = json.loads(out[RAW_COL][4])
     assert raw == {"age": "200", "score": "0", "color": "green", "flag": "maybe"}
     assert pd.isna(out[RAW_COL][0])
@@ -53,7 +55,12 @@ def test_unknown_category_is_allowed_when_not_strict() -> None:
 def test_split_is_deterministic_and_independent_of_batching() -> None:
     keys = pd.DataFrame({"id": [str(i) for i in range(5000)]})
     whole = assign_split(keys, (0.7, 0.15, 0.15), seed=7)
-    parts = np.concatenate([assign_split(keys.iloc[i : i + 333], (0.7, 0.15, 0.15), seed=7) for i in range(0, 5000, 333)])
+    parts = np.concatenate(
+        [
+            assign_split(keys.iloc[i : i + 333], (0.7, 0.15, 0.15), seed=7)
+            for i in range(0, 5000, 333)
+        ]
+    )
     assert (whole == parts).all()
     shares = np.bincount(whole, minlength=3) / len(whole)
     assert abs(shares[0] - 0.7) < 0.03 and abs(shares[1] - 0.15) < 0.03

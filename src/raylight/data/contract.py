@@ -147,7 +147,9 @@ def _na(v: Any) -> bool:
         return False
 
 
-def assign_split(keys: pd.DataFrame, fractions: tuple[float, float, float], seed: int) -> np.ndarray:
+def assign_split(
+    keys: pd.DataFrame, fractions: tuple[float, float, float], seed: int
+) -> np.ndarray:
     """Deterministic split from a keyed hash of each row's raw values.
 
     The same row lands in the same split whatever the block layout, worker count or file

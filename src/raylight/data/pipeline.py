@@ -125,7 +125,12 @@ def prepare(data: DataConfig, seed: int, quarantine_dir: str) -> PreparedData:
         partial_stats,
         batch_format="pandas",
         batch_size=None,
-        fn_kwargs={"numeric": numeric, "categorical": categorical, "target": data.target, "task": data.task},
+        fn_kwargs={
+            "numeric": numeric,
+            "categorical": categorical,
+            "target": data.target,
+            "task": data.task,
+        },
     ).take_all()
     stats = merge_stats([p["stats"] for p in parts])
 
@@ -135,7 +140,16 @@ def prepare(data: DataConfig, seed: int, quarantine_dir: str) -> PreparedData:
         checked.map_batches(_bad_rows, batch_format="pandas").repartition(1).write_parquet(qpath)
         fs, p = sources.filesystem_and_path(quarantine_dir)
         with fs.open_output_stream(p.rstrip("/") + "/summary.json") as f:
-            f.write(json.dumps({"rows": stats["rows"], "bad": stats["bad"], "bad_by_column": stats["bad_by_column"]}, indent=2).encode())
+            f.write(
+                json.dumps(
+                    {
+                        "rows": stats["rows"],
+                        "bad": stats["bad"],
+                        "bad_by_column": stats["bad_by_column"],
+                    },
+                    indent=2,
+                ).encode()
+            )
     summary = DataSummary(
         rows=stats["rows"],
         good=stats["rows"] - stats["bad"],
@@ -151,17 +165,25 @@ def prepare(data: DataConfig, seed: int, quarantine_dir: str) -> PreparedData:
     frac = stats["bad"] / stats["rows"]
     where = f" (quarantined rows with reasons: {qpath})" if qpath else ""
     if stats["bad"] and data.on_bad_rows == "fail":
-        raise BadDataError(f"{stats['bad']} of {stats['rows']} rows break the data contract{where}; by column: {stats['bad_by_column']} (data.on_bad_rows=fail)")
+        raise BadDataError(
+            f"{stats['bad']} of {stats['rows']} rows break the data contract{where}; by column: {stats['bad_by_column']} (data.on_bad_rows=fail)"
+        )
     if frac > data.max_bad_fraction:
-        raise BadDataError(f"{stats['bad']} of {stats['rows']} rows ({frac:.1%}) break the data contract, above data.max_bad_fraction={data.max_bad_fraction}{where}; by column: {stats['bad_by_column']}")
+        raise BadDataError(
+            f"{stats['bad']} of {stats['rows']} rows ({frac:.1%}) break the data contract, above data.max_bad_fraction={data.max_bad_fraction}{where}; by column: {stats['bad_by_column']}"
+        )
     for i, name in enumerate(SPLITS):
         if stats["split_rows"][i] == 0 and (name == "train" or getattr(data.split, name) > 0):
-            raise BadDataError(f"the {name} split is empty ({stats['split_rows']} good rows per split); use more data or change data.split")
+            raise BadDataError(
+                f"the {name} split is empty ({stats['split_rows']} good rows per split); use more data or change data.split"
+            )
 
     pre = Preprocessor.fit(stats, rules, features, data.target, data.task, data.max_categories)
     splits = {}
     for i, name in enumerate(SPLITS):
-        ds = checked.map_batches(_transform, batch_format="pandas", fn_kwargs={"pre": pre.to_dict(), "split": i})
+        ds = checked.map_batches(
+            _transform, batch_format="pandas", fn_kwargs={"pre": pre.to_dict(), "split": i}
+        )
         splits[name] = ds.materialize() if data.cache else ds
     return PreparedData(
         train=splits["train"],

@@ -48,9 +48,16 @@ def partial_stats(
     for c in numeric:
         v = train[c].to_numpy(dtype=np.float64)
         ok = ~np.isnan(v)
-        stats["num"][c] = [int(ok.sum()), float(v[ok].sum()), float((v[ok] ** 2).sum()), int((~ok).sum())]
+        stats["num"][c] = [
+            int(ok.sum()),
+            float(v[ok].sum()),
+            float((v[ok] ** 2).sum()),
+            int((~ok).sum()),
+        ]
     for c in categorical:
-        stats["cat"][c] = {str(k): int(n) for k, n in train[c].fillna(MISSING).value_counts().items()}
+        stats["cat"][c] = {
+            str(k): int(n) for k, n in train[c].fillna(MISSING).value_counts().items()
+        }
     if task == "classification":
         stats["target"] = {str(k): int(n) for k, n in train[target].value_counts().items()}
     else:
@@ -61,14 +68,23 @@ def partial_stats(
 
 def merge_stats(parts: list[str]) -> dict[str, Any]:
     """Combine per-block partials (JSON strings) into totals."""
-    total: dict[str, Any] = {"rows": 0, "bad": 0, "bad_by_column": Counter(), "split_rows": [0, 0, 0], "num": {}, "cat": {}}
+    total: dict[str, Any] = {
+        "rows": 0,
+        "bad": 0,
+        "bad_by_column": Counter(),
+        "split_rows": [0, 0, 0],
+        "num": {},
+        "cat": {},
+    }
     target: Any = None
     for raw in parts:
         p = json.loads(raw)
         total["rows"] += p["rows"]
         total["bad"] += p["bad"]
         total["bad_by_column"].update(p["bad_by_column"])
-        total["split_rows"] = [a + b for a, b in zip(total["split_rows"], p["split_rows"], strict=True)]
+        total["split_rows"] = [
+            a + b for a, b in zip(total["split_rows"], p["split_rows"], strict=True)
+        ]
         for c, v in p["num"].items():
             cur = total["num"].setdefault(c, [0, 0.0, 0.0, 0])
             total["num"][c] = [a + b for a, b in zip(cur, v, strict=True)]
@@ -91,7 +107,9 @@ class Preprocessor:
     """Fitted feature transform: standardize numerics, one-hot categoricals, encode the label."""
 
     numeric: dict[str, dict[str, float]] = field(default_factory=dict)  # col -> mean, std
-    categorical: dict[str, list[str]] = field(default_factory=dict)  # col -> slots (incl. other/missing)
+    categorical: dict[str, list[str]] = field(
+        default_factory=dict
+    )  # col -> slots (incl. other/missing)
     target: str = ""
     task: str = "classification"
     classes: list[str] = field(default_factory=list)
@@ -124,7 +142,7 @@ class Preprocessor:
                 counts: Counter[str] = Counter(stats["cat"].get(c, {}))
                 counts.pop(MISSING, None)
                 top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:max_categories]
-                slots = sorted(k for k, _ in top) + [OTHER]
+                slots = [*sorted(k for k, _ in top), OTHER]
                 if rule.get("nullable"):
                     slots.append(MISSING)
                 pre.categorical[c] = slots
@@ -133,7 +151,9 @@ class Preprocessor:
             declared = contract[target].get("categories")
             pre.classes = list(declared) if declared else sorted(observed)
             if len(pre.classes) < 2:
-                raise ValueError(f"target {target!r} has {len(pre.classes)} class(es) in train; need ≥ 2")
+                raise ValueError(
+                    f"target {target!r} has {len(pre.classes)} class(es) in train; need ≥ 2"
+                )
         else:
             n, s, ss = stats["target"]
             pre.target_mean = s / n if n else 0.0
@@ -204,12 +224,18 @@ class Preprocessor:
                 onehot = np.zeros((n, len(slots)), dtype=np.float64)
                 onehot[np.arange(n), idx] = 1.0
                 blocks.append(onehot)
-        return np.concatenate(blocks, axis=1).astype(np.float32) if blocks else np.zeros((n, 0), np.float32)
+        return (
+            np.concatenate(blocks, axis=1).astype(np.float32)
+            if blocks
+            else np.zeros((n, 0), np.float32)
+        )
 
     def encode_target(self, values: pd.Series) -> np.ndarray:
         if self.task == "classification":
             index = {v: i for i, v in enumerate(self.classes)}
-            out = np.fromiter((index.get(str(v), -1) for v in values), dtype=np.int64, count=len(values))
+            out = np.fromiter(
+                (index.get(str(v), -1) for v in values), dtype=np.int64, count=len(values)
+            )
             if (out < 0).any():
                 unknown = sorted({str(v) for v, i in zip(values, out, strict=True) if i < 0})
                 raise ValueError(f"unknown label(s) {unknown[:5]} for target {self.target!r}")

@@ -202,7 +202,9 @@ def read(data: DataConfig, spec: SourceSpec | None = None) -> ray.data.Dataset:
                     f.path,
                     read_options=read_opts,
                     convert_options=convert,
-                    parse_options=pacsv.ParseOptions(delimiter="\t" if f.path.endswith(".tsv") else ","),
+                    parse_options=pacsv.ParseOptions(
+                        delimiter="\t" if f.path.endswith(".tsv") else ","
+                    ),
                 )
             )
         ds = parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])
@@ -228,7 +230,9 @@ def normalize_batch(batch: pa.Table, strip: bool, suffix: dict[str, str]) -> pa.
             if strip:
                 col = pc.utf8_trim_whitespace(col)
             if name in suffix:
-                col = pc.replace_substring_regex(col, pattern=_regex_escape(suffix[name]) + "$", replacement="")
+                col = pc.replace_substring_regex(
+                    col, pattern=_regex_escape(suffix[name]) + "$", replacement=""
+                )
             # a value that was only whitespace is missing, not an empty category
             col = pc.if_else(pc.equal(col, ""), pa.scalar(None, col.type), col)
         cols[name] = col

@@ -44,7 +44,9 @@ class TabularMLP(pl.LightningModule):
     ) -> None:
         super().__init__()
         if activation not in _ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
+            raise ValueError(
+                f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}"
+            )
         if task not in ("classification", "regression"):
             raise ValueError(f"task must be classification or regression, got {task!r}")
         if not 0.0 <= dropout < 1.0:

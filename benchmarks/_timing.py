@@ -1,0 +1,163 @@
+"""Per-step wall-clock timing shared by every path of the training benchmarks.
+
+One recorder, :class:`StepLog`, is used three ways so that every path is measured by the same
+code: called directly from a hand-written loop, wrapped in the Lightning callback
+:class:`StepTimer` for plain Lightning, and the same callback instantiated inside a Ray Train
+worker through ``trainer.callbacks`` (the worker imports this module through ``PYTHONPATH``).
+
+A step is the interval from just before the model sees a batch (the batch already fetched) to
+just after the optimizer step. The time between steps is data loading plus loop bookkeeping.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+
+
+class StepLog:
+    """Records ``(epoch, start, end, batch_size)`` per training step.
+
+    Times are ``time.perf_counter()`` values; one ``time.time()`` anchor taken at the first
+    step converts them to wall time, which is what start-up is measured in: the call that
+    starts training may be in another process (the Ray driver) than the steps (a Ray worker).
+    """
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[int, float, float, int]] = []
+        self._start = 0.0
+        self._size = 0
+        self._wall0: float | None = None
+        self._perf0 = 0.0
+
+    def start(self, batch_size: int) -> None:
+        """Mark the start of a step on a batch of ``batch_size`` samples."""
+        self._start = time.perf_counter()
+        self._size = batch_size
+        if self._wall0 is None:
+            self._wall0 = time.time()
+            self._perf0 = self._start
+
+    def end(self, epoch: int) -> None:
+        """Mark the end of the step started last (after the optimizer step)."""
+        self.steps.append((epoch, self._start, time.perf_counter(), self._size))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data: the steps plus the thread settings this process trained with."""
+        return {
+            "pid": os.getpid(),
+            "torch_threads": torch.get_num_threads(),
+            "omp_num_threads_env": os.environ.get("OMP_NUM_THREADS"),
+            "wall0": self._wall0,
+            "perf0": self._perf0,
+            "steps": self.steps,
+        }
+
+
+def _batch_size(batch: Any) -> int:
+    """Samples in a batch: dict batches (TabularMLP) or tuple/list batches."""
+    first = next(iter(batch.values())) if isinstance(batch, dict) else batch[0]
+    return int(first.shape[0])
+
+
+class StepTimer(pl.Callback):
+    """Lightning callback around :class:`StepLog`; writes the log as JSON at the end of fit.
+
+    Args:
+        out: JSON file to write (rank 0 only; every rank trains the same steps under DDP).
+    """
+
+    def __init__(self, out: str) -> None:
+        self.out = out
+        self.recorder = StepLog()
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self.recorder.start(_batch_size(batch))
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        self.recorder.end(trainer.current_epoch)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.global_rank != 0:
+            return
+        path = Path(self.out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Write then rename: the driver never reads a half-written file.
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(self.recorder.to_dict()))
+        tmp.replace(path)
+
+
+def summarize(
+    log: dict[str, Any], call_wall: float, return_wall: float, warmup_epochs: int = 1
+) -> dict[str, Any]:
+    """Throughput and start-up of one run from its :meth:`StepLog.to_dict` record.
+
+    Args:
+        log: The step record.
+        call_wall: ``time.time()`` when the caller started the path (before any setup).
+        return_wall: ``time.time()`` when the path returned (after any teardown).
+        warmup_epochs: Leading epochs left out of the steady state.
+
+    Returns:
+        ``train_samples_per_s``: samples in the steady epochs over the time inside those
+        epochs (first step start to last step end, per epoch), i.e. training-step throughput
+        including data loading between steps but not the work between epochs;
+        ``span_samples_per_s``: the same samples over first start to last end across all steady
+        epochs, so what happens between epochs (validation, checkpoints) is included;
+        ``startup_s``: call to the first step start; ``teardown_s``: last step end to return;
+        medians of step time, inter-step gap and inter-epoch gap.
+    """
+    steps = [tuple(s) for s in log["steps"]]
+    if not steps:
+        raise ValueError("no training steps were recorded")
+    to_wall = log["wall0"] - log["perf0"]
+    epochs = sorted({int(s[0]) for s in steps})
+    steady = [e for e in epochs if e >= warmup_epochs]
+    if not steady:
+        raise ValueError(f"need more than {warmup_epochs} epoch(s) to measure a steady state")
+    by_epoch = {e: [s for s in steps if s[0] == e] for e in epochs}
+    per_epoch = []
+    for e in steady:
+        ss = by_epoch[e]
+        window = max(s[2] for s in ss) - min(s[1] for s in ss)
+        per_epoch.append(
+            {"epoch": e, "steps": len(ss), "samples": sum(s[3] for s in ss), "window_s": window}
+        )
+    samples = sum(p["samples"] for p in per_epoch)
+    steady_steps = [s for e in steady for s in by_epoch[e]]
+    span = max(s[2] for s in steady_steps) - min(s[1] for s in steady_steps)
+    gaps = [b[1] - a[2] for e in steady for a, b in zip(by_epoch[e], by_epoch[e][1:], strict=False)]
+    boundaries = [
+        min(s[1] for s in by_epoch[e]) - max(s[2] for s in by_epoch[e - 1]) for e in epochs[1:]
+    ]
+    return {
+        "torch_threads": log["torch_threads"],
+        "omp_num_threads_env": log["omp_num_threads_env"],
+        "train_samples_per_s": samples / sum(p["window_s"] for p in per_epoch),
+        "span_samples_per_s": samples / span,
+        "startup_s": log["wall0"] - call_wall,
+        "teardown_s": return_wall - (max(s[2] for s in steps) + to_wall),
+        "step_ms_median": 1e3 * statistics.median(s[2] - s[1] for s in steady_steps),
+        "gap_ms_median": 1e3 * statistics.median(gaps) if gaps else 0.0,
+        "epoch_boundary_s_median": statistics.median(boundaries) if boundaries else 0.0,
+        "steady_samples": samples,
+        "steady_epochs": per_epoch,
+        "total_steps": len(steps),
+    }

@@ -1,0 +1,416 @@
+"""Benchmark: what ``raylight train`` (1 worker) costs over a hand-written torch loop.
+
+Three paths train the same TabularMLP (``conf/model/mlp.yaml`` via ``experiment=adult_mlp``) on
+the same encoded Adult income train split, with the same batch size and AdamW settings:
+
+(a) ``torch``: a plain loop over pre-built batch tensors;
+(b) ``lightning``: ``pl.Trainer`` on one CPU over a ``DataLoader`` of a ``TensorDataset``;
+(c) ``raylight``: :func:`raylight.train.run_training` with ``scaling.num_workers=1``, the full
+    product path (data stage, Ray Train, Ray Data ingest, DDP strategy, checkpoints, bundle).
+
+Every step is timed by the same code (``_timing.StepLog``; in (b) and (c) through the Lightning
+callback ``_timing.StepTimer``, which (c) gets through ``trainer.callbacks`` like any user
+callback). Steady-state throughput leaves out the first epoch; start-up (call → first step) is
+reported separately. (a) and (b) run no validation, so the headline throughput of (c) counts only
+time inside its training epochs; the ``span`` columns add what happens between epochs
+(validation, checkpoint, report). Ray starts each worker with ``OMP_NUM_THREADS`` = its CPUs, so
+(a) and (b) also run with the worker's torch thread count and ratios compare equal thread counts.
+
+Usage::
+
+    .venv/bin/python benchmarks/train_overhead.py [--repeats 3] [--epochs 3] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+# The script's directory is on sys.path when run as a script; these are the sibling helpers.
+from _results import RESULTS_DIR, RESULTS_MD, machine_info, machine_line, write_results_md
+from _timing import StepLog, StepTimer, summarize
+
+from raylight.config import TrainConfig, load_train_config
+
+BENCH_DIR = Path(__file__).resolve().parent
+NAME = "train_overhead"
+CLAIM = "train_overhead: raylight train 1 worker vs hand-written torch loop (samples/s)"
+GOAL = 0.95
+BASE_OVERRIDES = [
+    "experiment=adult_mlp",
+    "scaling.num_workers=1",
+    # No token file for a throwaway embedded cluster.
+    "cluster.auth_mode=disabled",
+]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[int]:
+    """Run a block with ``n`` intra-op torch threads (``None``: leave as is); restore after."""
+    import torch
+
+    prev = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(prev)
+
+
+def quiet_lightning() -> None:
+    """Lightning's hints ("GPU available", "few dataloader workers") are noise in the table."""
+    from lightning.fabric.utilities.warnings import PossibleUserWarning
+
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=PossibleUserWarning)
+
+
+def model_args(cfg: TrainConfig, num_features: int, num_outputs: int, task: str) -> dict[str, Any]:
+    """The model's init arguments exactly as ``run_training`` builds them."""
+    args = {k: v for k, v in cfg.model.items() if k not in ("_target_", "name")}
+    args.update(input_dim=num_features, output_dim=num_outputs, task=task)
+    return args
+
+
+def materialize(ds: Any) -> tuple[Any, Any]:
+    """The encoded Ray Dataset as (float32 features [N, D], int64 labels [N]) tensors, once."""
+    import numpy as np
+    import torch
+
+    xs, ys = [], []
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        xs.append(np.asarray(batch["features"], dtype=np.float32))
+        ys.append(np.asarray(batch["label"], dtype=np.int64))
+    return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
+
+
+# ----------------------------------------------------------------------------- the three paths
+
+
+def run_torch(
+    cfg: TrainConfig, args: dict[str, Any], x: Any, y: Any, epochs: int
+) -> dict[str, Any]:
+    """(a) Hand-written loop over pre-built batches: the floor for this model and batch size."""
+    import lightning.pytorch as pl
+    import torch
+    import torch.nn.functional as F
+
+    from raylight.bundle import build_model
+
+    call = time.time()
+    pl.seed_everything(cfg.seed, verbose=False)
+    bs = cfg.data.batch_size
+    # Slices of contiguous row-major tensors: no copy, so data costs nothing here.
+    batches = [(x[i : i + bs], y[i : i + bs]) for i in range(0, len(y), bs)]
+    model = build_model(cfg.model["_target_"], args)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=model.lr, weight_decay=model.weight_decay)
+    log = StepLog()
+    for epoch in range(epochs):
+        for xb, yb in batches:
+            log.start(len(yb))
+            opt.zero_grad()
+            loss = F.cross_entropy(model(xb), yb)
+            loss.backward()
+            opt.step()
+            log.end(epoch)
+    return summarize(log.to_dict(), call, time.time())
+
+
+def run_lightning(
+    cfg: TrainConfig, args: dict[str, Any], x: Any, y: Any, epochs: int, workdir: Path
+) -> dict[str, Any]:
+    """(b) Plain Lightning on one CPU, no validation: what Lightning itself adds over (a)."""
+    import lightning.pytorch as pl
+    from torch.utils.data import BatchSampler, DataLoader, SequentialSampler, TensorDataset
+
+    from raylight.bundle import build_model
+
+    call = time.time()
+    pl.seed_everything(cfg.seed, verbose=False)
+    ds = TensorDataset(x, y)
+    # A batch sampler with batch_size=None hands whole index lists to the dataset: one gather
+    # per batch instead of collating 1024 single rows, which would measure collation instead.
+    loader = DataLoader(
+        ds,
+        sampler=BatchSampler(SequentialSampler(ds), cfg.data.batch_size, drop_last=False),
+        batch_size=None,
+        collate_fn=lambda b: {"features": b[0], "label": b[1]},  # TabularMLP takes dict batches
+    )
+    model = build_model(cfg.model["_target_"], args)
+    out = workdir / "lightning_steps.json"
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=[StepTimer(str(out))],
+    )
+    trainer.fit(model, train_dataloaders=loader)
+    return summarize(json.loads(out.read_text()), call, time.time())
+
+
+def run_raylight(epochs: int, rep: int, workdir: Path) -> dict[str, Any]:
+    """(c) The product path; the step timer goes in as a user callback through the config."""
+    from raylight.train import run_training
+
+    out = workdir / f"raylight_steps_{rep}.json"
+    cfg = load_train_config(
+        [
+            *BASE_OVERRIDES,
+            f"trainer.max_epochs={epochs}",
+            f"output_dir='{workdir / 'outputs'}'",
+            f"run_name=bench-{NAME}-{rep}",
+            f"trainer.callbacks=[{{_target_:_timing.StepTimer,out:'{out}'}}]",
+        ]
+    )
+    call = time.time()
+    res = run_training(cfg)
+    done = time.time()
+    summary = summarize(json.loads(out.read_text()), call, done)
+    summary["run_training_timings_s"] = res.timings
+    summary["test_accuracy"] = res.test_metrics.get("accuracy")
+    shutil.rmtree(workdir / "outputs", ignore_errors=True)
+    return summary
+
+
+# ----------------------------------------------------------------------------- reporting
+
+
+def median_of(runs: list[dict[str, Any]], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def build_report(raw: dict[str, list[dict[str, Any]]], worker_threads: int) -> dict[str, Any]:
+    """Medians per path and ratios to the torch loop at the same thread count."""
+    keys = (
+        "train_samples_per_s",
+        "span_samples_per_s",
+        "startup_s",
+        "teardown_s",
+        "step_ms_median",
+        "gap_ms_median",
+        "epoch_boundary_s_median",
+    )
+    medians = {p: {k: median_of(runs, k) for k in keys} for p, runs in raw.items()}
+    for p, runs in raw.items():
+        medians[p]["torch_threads"] = runs[0]["torch_threads"]
+    ratios: dict[str, dict[str, float]] = {}
+    for p, m in medians.items():
+        base = f"torch@{m['torch_threads']}"
+        if base in medians and p != base:
+            ratios[p] = {
+                "vs": base,
+                "train_samples_per_s": m["train_samples_per_s"]
+                / medians[base]["train_samples_per_s"],
+                "span_samples_per_s": m["span_samples_per_s"] / medians[base]["span_samples_per_s"],
+            }
+    # Also against the baseline at its default threads, which is what a user would compare.
+    default = next(p for p in raw if p.startswith("torch@"))
+    c = "raylight"
+    ratios["raylight_vs_default_torch"] = {
+        "vs": default,
+        "train_samples_per_s": medians[c]["train_samples_per_s"]
+        / medians[default]["train_samples_per_s"],
+        "span_samples_per_s": medians[c]["span_samples_per_s"]
+        / medians[default]["span_samples_per_s"],
+    }
+    per_repeat = [
+        r["train_samples_per_s"] / t["train_samples_per_s"]
+        for r, t in zip(raw[c], raw[f"torch@{worker_threads}"], strict=True)
+    ]
+    ratios[c]["per_repeat_train_samples_per_s"] = per_repeat
+    return {"medians": medians, "ratios": ratios}
+
+
+def print_table(report: dict[str, Any], info: dict[str, Any], args: argparse.Namespace) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    labels = {
+        "torch": "(a) torch loop",
+        "lightning": "(b) Lightning",
+        "raylight": "(c) raylight train",
+    }
+    t = Table(
+        title=f"train_overhead: median of {args.repeats} repeat(s), {args.epochs} epoch(s), "
+        f"steady state = epochs ≥ 2",
+        caption="ratio = samples/s ÷ (a) at the same torch thread count. train: time inside "
+        "training epochs; span: also the work between epochs (validation, checkpoints).",
+    )
+    for col in ("path", "threads", "train samples/s", "ratio", "span samples/s", "ratio"):
+        t.add_column(col, justify="left" if col == "path" else "right")
+    for col in ("startup s", "step ms", "gap ms", "epoch gap s"):
+        t.add_column(col, justify="right")
+    for p, m in report["medians"].items():
+        r = report["ratios"].get(p)
+        t.add_row(
+            labels[p.split("@")[0]],
+            str(m["torch_threads"]),
+            f"{m['train_samples_per_s']:,.0f}",
+            f"{r['train_samples_per_s']:.2f}" if r else "1.00",
+            f"{m['span_samples_per_s']:,.0f}",
+            f"{r['span_samples_per_s']:.2f}" if r else "1.00",
+            f"{m['startup_s']:.2f}",
+            f"{m['step_ms_median']:.2f}",
+            f"{m['gap_ms_median']:.2f}",
+            f"{m['epoch_boundary_s_median']:.3f}",
+        )
+    console = Console()
+    console.print(t)
+    vd = report["ratios"]["raylight_vs_default_torch"]
+    console.print(
+        f"raylight vs {vd['vs']} (default threads): train {vd['train_samples_per_s']:.2f}, "
+        f"span {vd['span_samples_per_s']:.2f}.  Machine: {machine_line(info)}; "
+        f"load avg {info['loadavg_1_5_15']}"
+    )
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--repeats", type=int, default=None, help="runs per path; median reported (default 3)"
+    )
+    p.add_argument(
+        "--epochs", type=int, default=None, help="epochs per run, the first is warm-up (default 3)"
+    )
+    p.add_argument("--quick", action="store_true", help="2 epochs, 1 repeat: a smoke run")
+    args = p.parse_args(argv)
+    args.repeats = args.repeats or (1 if args.quick else 3)
+    args.epochs = args.epochs or (2 if args.quick else 3)
+    if args.epochs < 2:
+        p.error("--epochs must be at least 2 (the first epoch is warm-up)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    from raylight import cluster
+
+    base = load_train_config([*BASE_OVERRIDES, f"trainer.max_epochs={args.epochs}"])
+    if base.data.task != "classification":
+        raise SystemExit(
+            "this benchmark's torch loop uses cross-entropy: needs a classification task"
+        )
+    # Ray workers must import _timing to instantiate the callback; keep whatever the driver had.
+    pythonpath = os.pathsep.join(p for p in (str(BENCH_DIR), os.environ.get("PYTHONPATH")) if p)
+    started = cluster.init(base.cluster, runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})
+    from raylight.data.pipeline import prepare
+
+    quiet_lightning()
+    info = machine_info()
+    raw: dict[str, list[dict[str, Any]]] = {}
+    workdir = Path(tempfile.mkdtemp(prefix=f"raylight-bench-{NAME}-"))
+    try:
+        data = prepare(base.data, base.seed, quarantine_dir=str(workdir / "quarantine"))
+        x, y = materialize(data.train)
+        pre = data.preprocessor
+        margs = model_args(base, pre.num_features, pre.num_outputs, pre.task)
+        print(f"train split: {len(y):,} rows, {x.shape[1]} features, batch {base.data.batch_size}")
+        default_threads = torch.get_num_threads()
+        worker_threads = default_threads
+        for rep in range(args.repeats):
+            # (c) first: its worker's thread count decides the thread-matched baselines.
+            print(f"repeat {rep + 1}/{args.repeats}: raylight …", flush=True)
+            c = run_raylight(args.epochs, rep, workdir)
+            raw.setdefault("raylight", []).append(c)
+            worker_threads = c["torch_threads"]
+            # Interleaved per repeat, so drift in a shared machine's load hits every path alike.
+            for threads in dict.fromkeys([default_threads, worker_threads]):
+                with torch_threads(threads):
+                    print(
+                        f"repeat {rep + 1}/{args.repeats}: torch, lightning @ {threads} thread(s) …",
+                        flush=True,
+                    )
+                    raw.setdefault(f"torch@{threads}", []).append(
+                        run_torch(base, margs, x, y, args.epochs)
+                    )
+                    raw.setdefault(f"lightning@{threads}", []).append(
+                        run_lightning(base, margs, x, y, args.epochs, workdir)
+                    )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+        if started:
+            import ray
+
+            ray.shutdown()
+
+    # Rows in reading order: baselines at default threads, thread-matched ones, then raylight.
+    threads = dict.fromkeys([default_threads, worker_threads])
+    order = [f"{p}@{t}" for t in threads for p in ("torch", "lightning")] + ["raylight"]
+    raw = {p: raw[p] for p in order}
+    report = build_report(raw, worker_threads)
+    print_table(report, info, args)
+
+    ratio = report["ratios"]["raylight"]["train_samples_per_s"]
+    a = report["medians"][f"torch@{worker_threads}"]
+    c = report["medians"]["raylight"]
+    result = {
+        "benchmark": NAME,
+        "claim": CLAIM,
+        "command": " ".join(
+            [".venv/bin/python", "benchmarks/train_overhead.py", *(argv or sys.argv[1:])]
+        ),
+        "settings": {
+            "repeats": args.repeats,
+            "epochs": args.epochs,
+            "warmup_epochs": 1,
+            "quick": args.quick,
+            "overrides": BASE_OVERRIDES,
+            "batch_size": base.data.batch_size,
+            "train_rows": len(y),
+            "num_features": int(x.shape[1]),
+            "model": margs,
+        },
+        "machine": info,
+        "threads": {"driver_default": default_threads, "raylight_worker": worker_threads},
+        "raw": raw,
+        **report,
+        "results_md_row": {
+            "claim": CLAIM,
+            "baseline": f"{a['train_samples_per_s']:,.0f} samples/s (torch loop, {worker_threads} thread(s))",
+            "raylight": f"{c['train_samples_per_s']:,.0f} samples/s (startup {c['startup_s']:.1f} s)",
+            "ratio": f"{ratio:.2f}" + (" (quick run)" if args.quick else ""),
+            "goal": f"≥ {GOAL}",
+            "machine": machine_line(info),
+        },
+    }
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    out = RESULTS_DIR / f"{NAME}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_results_md()
+    print(
+        f"wrote {out.relative_to(BENCH_DIR.parent)} and {RESULTS_MD.relative_to(BENCH_DIR.parent)}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
