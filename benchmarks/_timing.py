@@ -7,6 +7,8 @@ worker through ``trainer.callbacks`` (the worker imports this module through ``P
 
 A step is the interval from just before the model sees a batch (the batch already fetched) to
 just after the optimizer step. The time between steps is data loading plus loop bookkeeping.
+Lightning paths also record events (fit start, validation, epoch start/end) so the time between
+epochs and before the first step can be broken down.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import torch
 
 
 class StepLog:
-    """Records ``(epoch, start, end, batch_size)`` per training step.
+    """Records ``(epoch, start, end, batch_size)`` per training step, plus named events.
 
     Times are ``time.perf_counter()`` values; one ``time.time()`` anchor taken at the first
     step converts them to wall time, which is what start-up is measured in: the call that
@@ -32,10 +34,12 @@ class StepLog:
 
     def __init__(self) -> None:
         self.steps: list[tuple[int, float, float, int]] = []
+        self.events: list[tuple[str, int, float]] = []
         self._start = 0.0
         self._size = 0
         self._wall0: float | None = None
         self._perf0 = 0.0
+        self.event("constructed", -1)
 
     def start(self, batch_size: int) -> None:
         """Mark the start of a step on a batch of ``batch_size`` samples."""
@@ -49,8 +53,12 @@ class StepLog:
         """Mark the end of the step started last (after the optimizer step)."""
         self.steps.append((epoch, self._start, time.perf_counter(), self._size))
 
+    def event(self, name: str, epoch: int) -> None:
+        """Mark a named point in time (e.g. ``val_start``) during ``epoch``."""
+        self.events.append((name, epoch, time.perf_counter()))
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain data: the steps plus the thread settings this process trained with."""
+        """Plain data: steps, events and the thread settings this process trained with."""
         return {
             "pid": os.getpid(),
             "torch_threads": torch.get_num_threads(),
@@ -58,6 +66,7 @@ class StepLog:
             "wall0": self._wall0,
             "perf0": self._perf0,
             "steps": self.steps,
+            "events": self.events,
         }
 
 
@@ -70,13 +79,26 @@ def _batch_size(batch: Any) -> int:
 class StepTimer(pl.Callback):
     """Lightning callback around :class:`StepLog`; writes the log as JSON at the end of fit.
 
+    Put it last in the callback list: its ``on_train_epoch_end`` then marks the end of the
+    other callbacks' epoch-end work (in raylight: checkpoint and report to Ray Train).
+
     Args:
         out: JSON file to write (rank 0 only; every rank trains the same steps under DDP).
     """
 
     def __init__(self, out: str) -> None:
         self.out = out
+        # Not `self.log`: Lightning sets every callback's `log` to the module's `log` method.
         self.recorder = StepLog()
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.recorder.event("fit_start", trainer.current_epoch)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.recorder.event("train_start", trainer.current_epoch)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.recorder.event("train_epoch_start", trainer.current_epoch)
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
@@ -93,6 +115,15 @@ class StepTimer(pl.Callback):
     ) -> None:
         self.recorder.end(trainer.current_epoch)
 
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.recorder.event("val_start", trainer.current_epoch)
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.recorder.event("val_end", trainer.current_epoch)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.recorder.event("train_epoch_end", trainer.current_epoch)
+
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.global_rank != 0:
             return
@@ -102,6 +133,58 @@ class StepTimer(pl.Callback):
         tmp = path.with_suffix(path.suffix + ".tmp")
         tmp.write_text(json.dumps(self.recorder.to_dict()))
         tmp.replace(path)
+
+
+def _median(xs: list[float]) -> float | None:
+    return statistics.median(xs) if xs else None
+
+
+def _boundaries(
+    by_epoch: dict[int, list[tuple[Any, ...]]], events: list[tuple[Any, ...]], epochs: list[int]
+) -> dict[str, float | None]:
+    """Median time between epochs, split at the events recorded in between.
+
+    Segments, from the last step of epoch e-1 to the first step of epoch e: ``to_val``,
+    ``val`` (validation), ``val_to_epoch_end`` (the other callbacks' epoch-end work),
+    ``epoch_end_to_start`` (loop bookkeeping), ``epoch_start_to_first_step`` (a new pass over
+    the data starting: iterator set-up and the first batch). Paths without validation
+    report ``to_val``/``val``/``val_to_epoch_end`` as None.
+    """
+    ev = {(n, e): t for n, e, t in events}
+    seg: dict[str, list[float]] = {
+        k: []
+        for k in (
+            "total",
+            "to_val",
+            "val",
+            "val_to_epoch_end",
+            "epoch_end_to_start",
+            "epoch_start_to_first_step",
+        )
+    }
+    for e in epochs[1:]:
+        last_end = max(s[2] for s in by_epoch[e - 1])
+        first_start = min(s[1] for s in by_epoch[e])
+        seg["total"].append(first_start - last_end)
+        vs, ve, ee, es = (
+            ev.get(k)
+            for k in (
+                ("val_start", e - 1),
+                ("val_end", e - 1),
+                ("train_epoch_end", e - 1),
+                ("train_epoch_start", e),
+            )
+        )
+        if vs is not None and ve is not None:
+            seg["to_val"].append(vs - last_end)
+            seg["val"].append(ve - vs)
+            if ee is not None:
+                seg["val_to_epoch_end"].append(ee - ve)
+        if ee is not None and es is not None:
+            seg["epoch_end_to_start"].append(es - ee)
+        if es is not None:
+            seg["epoch_start_to_first_step"].append(first_start - es)
+    return {k: _median(v) for k, v in seg.items()}
 
 
 def summarize(
@@ -116,13 +199,16 @@ def summarize(
         warmup_epochs: Leading epochs left out of the steady state.
 
     Returns:
-        ``train_samples_per_s``: samples in the steady epochs over the time inside those
-        epochs (first step start to last step end, per epoch), i.e. training-step throughput
-        including data loading between steps but not the work between epochs;
-        ``span_samples_per_s``: the same samples over first start to last end across all steady
-        epochs, so what happens between epochs (validation, checkpoints) is included;
-        ``startup_s``: call to the first step start; ``teardown_s``: last step end to return;
-        medians of step time, inter-step gap and inter-epoch gap.
+        ``train_samples_per_s``: samples in the steady epochs over the time inside those epochs
+        (first step start to last step end, per epoch): training-step throughput including data
+        loading between steps but not the work between epochs.
+        ``p50_samples_per_s``: full batch size over the median step-start-to-next-step-start
+        time; robust to a few steps slowed by other load on a shared machine.
+        ``span_samples_per_s``: the steady samples over first start to last end across all
+        steady epochs, so what happens between epochs (validation, checkpoints) is included.
+        ``startup_s``: call to the first step start; ``startup_events_s``: call to each event;
+        ``teardown_s``: last step end to return; medians of step time, gap between steps and
+        the time between epochs (``epoch_boundary_s``, split into segments).
     """
     steps = [tuple(s) for s in log["steps"]]
     if not steps:
@@ -143,20 +229,26 @@ def summarize(
     samples = sum(p["samples"] for p in per_epoch)
     steady_steps = [s for e in steady for s in by_epoch[e]]
     span = max(s[2] for s in steady_steps) - min(s[1] for s in steady_steps)
-    gaps = [b[1] - a[2] for e in steady for a, b in zip(by_epoch[e], by_epoch[e][1:], strict=False)]
-    boundaries = [
-        min(s[1] for s in by_epoch[e]) - max(s[2] for s in by_epoch[e - 1]) for e in epochs[1:]
-    ]
+    pairs = [(a, b) for e in steady for a, b in zip(by_epoch[e], by_epoch[e][1:], strict=False)]
+    full = max(s[3] for s in steps)
+    cycles = [b[1] - a[1] for a, b in pairs if a[3] == full]
+    events = [tuple(ev) for ev in log.get("events", [])]
+    startup_events: dict[str, float] = {}
+    for name, _, t in events:
+        startup_events.setdefault(name, t + to_wall - call_wall)
+    startup_events["first_step"] = log["wall0"] - call_wall
     return {
         "torch_threads": log["torch_threads"],
         "omp_num_threads_env": log["omp_num_threads_env"],
         "train_samples_per_s": samples / sum(p["window_s"] for p in per_epoch),
+        "p50_samples_per_s": full / statistics.median(cycles) if cycles else None,
         "span_samples_per_s": samples / span,
         "startup_s": log["wall0"] - call_wall,
+        "startup_events_s": startup_events,
         "teardown_s": return_wall - (max(s[2] for s in steps) + to_wall),
         "step_ms_median": 1e3 * statistics.median(s[2] - s[1] for s in steady_steps),
-        "gap_ms_median": 1e3 * statistics.median(gaps) if gaps else 0.0,
-        "epoch_boundary_s_median": statistics.median(boundaries) if boundaries else 0.0,
+        "gap_ms_median": 1e3 * statistics.median(b[1] - a[2] for a, b in pairs) if pairs else 0.0,
+        "epoch_boundary_s": _boundaries(by_epoch, events, epochs),
         "steady_samples": samples,
         "steady_epochs": per_epoch,
         "total_steps": len(steps),

@@ -75,6 +75,9 @@ def _configure_data() -> None:
     ctx.enable_progress_bars = tty
     ctx.enable_operator_progress_bars = tty
     ctx.print_on_execution_start = False
+    # Same seed + same worker count ⇒ same run: blocks must reach workers in a fixed order.
+    # Costs some pipelining when tasks finish out of order; reproducibility is worth it here.
+    ctx.execution_options.preserve_order = True
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     # "Progress bars disabled" is a choice we made, not news for the user.
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)

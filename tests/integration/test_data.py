@@ -87,3 +87,17 @@ def test_adult_builtin_reads_all_rows(ray_session, tmp_path: Path) -> None:
     assert data.summary.bad == 0
     assert data.preprocessor.classes == ["<=50K", ">50K"]
     assert data.summary.fingerprint.startswith("sha256:")
+
+
+def test_cli_train_stops_on_bad_rows_with_exit_1(ray_session, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from raylight.cli import app
+
+    csv = _user_csv(tmp_path / "mine.csv")
+    args = ["train", "data=file", f"data.path={csv}", "data.target=y", "data.id_column=id", CONTRACT,
+            "data.on_bad_rows=fail", f"output_dir={tmp_path / 'out'}"]  # fmt: skip
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 1, res.output
+    assert "3 of 400 rows break the data contract" in res.output  # not strict: "zzz" maps to other
+    assert "quarantine" in res.output

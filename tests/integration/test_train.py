@@ -143,3 +143,38 @@ def test_killed_worker_is_retried_and_the_run_completes(
     assert killed["epoch"] >= 1  # a checkpoint existed to resume from
     assert res.metrics["epoch"] == 3  # finished all 4 epochs
     assert res.test_metrics["accuracy"] > res.test_metrics["baseline_accuracy"]
+
+
+def test_same_seed_same_worker_count_reproduces_the_run(ray_session, outdir: Path) -> None:
+    runs = []
+    for name in ("seed-a", "seed-b"):
+        cfg = load_train_config(
+            penguins_overrides(
+                outdir,
+                "trainer.max_epochs=2",
+                "scaling.num_workers=1",
+                f"run_name={name}",
+                "trainer.deterministic=true",
+            )
+        )
+        runs.append(run_training(cfg))
+    a, b = runs
+    assert a.metrics["val_loss"] == pytest.approx(b.metrics["val_loss"], rel=1e-6)
+    assert a.test_metrics == pytest.approx(b.test_metrics, rel=1e-6)
+
+
+def test_regression_target(ray_session, outdir: Path, tmp_path: Path) -> None:
+    cfg = load_train_config(
+        penguins_overrides(
+            outdir, "data.target=body_mass_g", "data.task=regression", "trainer.max_epochs=8", "scaling.num_workers=1",
+            "run_name=reg", "model.lr=0.02",
+        )
+    )  # fmt: skip
+    res = run_training(cfg)
+    t = res.test_metrics
+    assert t["rmse"] < 0.75 * t["baseline_rmse"] and t["r2"] > 0.4
+    b = bundle.load(res.bundle_path)
+    raw = pd.DataFrame({"species": ["Gentoo"], "island": ["Biscoe"], "bill_length_mm": [47.0], "bill_depth_mm": [15.0],
+                        "flipper_length_mm": [217.0], "sex": ["male"]})  # fmt: skip
+    pred = b.predict(raw)["prediction"][0]
+    assert 3500 < pred < 7000  # grams, decoded from the standardized target
