@@ -16,9 +16,12 @@ time inside its training epochs; the ``span`` columns add what happens between e
 (validation, checkpoint, report). Ray starts each worker with ``OMP_NUM_THREADS`` = its CPUs, so
 (a) and (b) also run with the worker's torch thread count and ratios compare equal thread counts.
 
+An Adult epoch is only ~34 steps (~0.2 s in (a)), so the default is 10 epochs: ~300 steady steps
+per path keep the medians stable on a busy machine while (c)'s runs stay well under a minute.
+
 Usage::
 
-    .venv/bin/python benchmarks/train_overhead.py [--repeats 3] [--epochs 3] [--quick]
+    .venv/bin/python benchmarks/train_overhead.py [--repeats 3] [--epochs 10] [--quick]
 """
 
 from __future__ import annotations

@@ -134,6 +134,13 @@ class TrainerConfig(_Strict):
     limit_train_batches: int | None = Field(None, ge=1)
     limit_val_batches: int | None = Field(None, ge=1)
     deterministic: bool = False
+    controller_poll_s: float = Field(
+        0.2,
+        gt=0,
+        le=60,
+        description="How often Ray Train's controller collects worker reports. Each report blocks "
+        "the worker until collected, so Ray's 2 s default stalls every short epoch.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> TrainerConfig:

@@ -408,6 +408,8 @@ def run_training(cfg: TrainConfig, printer: Any = None, announce: Any = None) ->
 
     # ---- train
     t = time.time()
+    # Ray Train propagates this from the driver to its controller (and workers).
+    os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = str(cfg.trainer.controller_poll_s)
     progress = _Progress(cfg.trainer.max_epochs, printer)
     trainer = TorchTrainer(
         train_loop_per_worker,
