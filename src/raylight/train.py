@@ -102,12 +102,16 @@ def _lightning_trainer(config: dict[str, Any], callbacks: list[Any]) -> pl.Train
         from lightning.pytorch.loggers import CSVLogger
 
         loggers.append(CSVLogger(config["_run"]["logs_dir"], name="", version=""))
+    import ray.train
+
+    distributed = ray.train.get_context().get_world_size() > 1
     trainer = pl.Trainer(
         max_epochs=t["max_epochs"],
         accelerator="auto",
         devices="auto",
-        strategy=RayDDPStrategy(),
-        plugins=[RayLightningEnvironment()],
+        # One worker needs no DDP wrapper: its per-step hooks and gloo setup are pure overhead.
+        strategy=RayDDPStrategy() if distributed else "auto",
+        plugins=[RayLightningEnvironment()] if distributed else None,
         precision=t["precision"],
         gradient_clip_val=t["gradient_clip_val"],
         accumulate_grad_batches=t["accumulate_grad_batches"],
@@ -122,7 +126,7 @@ def _lightning_trainer(config: dict[str, Any], callbacks: list[Any]) -> pl.Train
         num_sanity_val_steps=0,
         log_every_n_steps=10,
     )
-    return prepare_trainer(trainer)
+    return prepare_trainer(trainer) if distributed else trainer
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:

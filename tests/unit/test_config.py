@@ -127,9 +127,14 @@ def test_cli_validate_exit_codes() -> None:
     assert "2 problem(s)" in bad.output
 
 
-def test_validate_does_not_start_ray() -> None:
+def test_validate_does_not_touch_ray() -> None:
+    """`raylight validate` never imports (let alone starts) Ray: checked in a fresh process."""
+    import subprocess
     import sys
 
-    load_train_config(["data=penguins"])
-    ray = sys.modules.get("ray")
-    assert ray is None or not ray.is_initialized()
+    code = (
+        "import sys; from raylight.config import load_train_config; "
+        "load_train_config(['data=penguins']); assert 'ray' not in sys.modules, 'ray imported'"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
