@@ -110,7 +110,7 @@ def materialize(ds: Any) -> tuple[Any, Any]:
 
 
 def run_torch(
-    cfg: TrainConfig, args: dict[str, Any], x: Any, y: Any, epochs: int
+    cfg: TrainConfig, args: dict[str, Any], x: Any, y: Any, epochs: int, device: str = "cpu"
 ) -> dict[str, Any]:
     """(a) Hand-written loop over pre-built batches: the floor for this model and batch size."""
     import lightning.pytorch as pl
@@ -122,12 +122,14 @@ def run_torch(
     call = time.time()
     pl.seed_everything(cfg.seed, verbose=False)
     bs = cfg.data.batch_size
-    # Slices of contiguous row-major tensors: no copy, so data costs nothing here.
+    dev = torch.device(device)
+    # Data already resident on the device, slices of contiguous tensors: the floor.
+    x, y = x.to(dev), y.to(dev)
     batches = [(x[i : i + bs], y[i : i + bs]) for i in range(0, len(y), bs)]
-    model = build_model(cfg.model["_target_"], args)
+    model = build_model(cfg.model["_target_"], args).to(dev)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=model.lr, weight_decay=model.weight_decay)
-    log = StepLog()
+    log = StepLog(sync_cuda=dev.type == "cuda")
     for epoch in range(epochs):
         for xb, yb in batches:
             log.start(len(yb))
@@ -140,7 +142,13 @@ def run_torch(
 
 
 def run_lightning(
-    cfg: TrainConfig, args: dict[str, Any], x: Any, y: Any, epochs: int, workdir: Path
+    cfg: TrainConfig,
+    args: dict[str, Any],
+    x: Any,
+    y: Any,
+    epochs: int,
+    workdir: Path,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """(b) Plain Lightning on one CPU, no validation: what Lightning itself adds over (a)."""
     import lightning.pytorch as pl
@@ -162,7 +170,7 @@ def run_lightning(
     model = build_model(cfg.model["_target_"], args)
     out = workdir / "lightning_steps.json"
     trainer = pl.Trainer(
-        accelerator="cpu",
+        accelerator="gpu" if device == "cuda" else "cpu",
         devices=1,
         max_epochs=epochs,
         logger=False,
@@ -177,14 +185,14 @@ def run_lightning(
     return summarize(json.loads(out.read_text()), call, time.time())
 
 
-def run_raylight(epochs: int, rep: int, workdir: Path) -> dict[str, Any]:
+def run_raylight(epochs: int, rep: int, workdir: Path, overrides: list[str]) -> dict[str, Any]:
     """(c) The product path; the step timer goes in as a user callback through the config."""
     from raylight.train import run_training
 
     out = workdir / f"raylight_steps_{rep}.json"
     cfg = load_train_config(
         [
-            *BASE_OVERRIDES,
+            *overrides,
             f"trainer.max_epochs={epochs}",
             f"output_dir='{workdir / 'outputs'}'",
             f"run_name=bench-{NAME}-{rep}",
@@ -328,6 +336,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--epochs", type=int, default=None, help="epochs per run, the first is warm-up (default 10)"
     )
     p.add_argument("--quick", action="store_true", help="2 epochs, 1 repeat: a smoke run")
+    p.add_argument(
+        "--device", choices=("cpu", "cuda"), default="cpu", help="cuda: one GPU for every path"
+    )
+    p.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        help="extra Hydra override for every path, e.g. data.batch_size=4096 (repeatable)",
+    )
+    p.add_argument("--out", default=None, help="results file stem (default train_overhead[_cuda])")
     args = p.parse_args(argv)
     args.repeats = args.repeats or (1 if args.quick else 3)
     args.epochs = args.epochs or (2 if args.quick else 10)
@@ -342,7 +360,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from raylight import cluster
 
-    base = load_train_config([*BASE_OVERRIDES, f"trainer.max_epochs={args.epochs}"])
+    overrides = [*BASE_OVERRIDES, *args.override]
+    if args.device == "cuda":
+        overrides.append("scaling.use_gpu=true")
+    name = args.out or (NAME if args.device == "cpu" else f"{NAME}_cuda")
+    base = load_train_config([*overrides, f"trainer.max_epochs={args.epochs}"])
     if base.data.task != "classification":
         raise SystemExit(
             "this benchmark's torch loop uses cross-entropy: needs a classification task"
@@ -367,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         for rep in range(args.repeats):
             # (c) first: its worker's thread count decides the thread-matched baselines.
             print(f"repeat {rep + 1}/{args.repeats}: raylight …", flush=True)
-            c = run_raylight(args.epochs, rep, workdir)
+            c = run_raylight(args.epochs, rep, workdir, overrides)
             raw.setdefault("raylight", []).append(c)
             worker_threads = c["torch_threads"]
             # Interleaved per repeat, so drift in a shared machine's load hits every path alike.
@@ -378,10 +400,10 @@ def main(argv: list[str] | None = None) -> int:
                         flush=True,
                     )
                     raw.setdefault(f"torch@{threads}", []).append(
-                        run_torch(base, margs, x, y, args.epochs)
+                        run_torch(base, margs, x, y, args.epochs, args.device)
                     )
                     raw.setdefault(f"lightning@{threads}", []).append(
-                        run_lightning(base, margs, x, y, args.epochs, workdir)
+                        run_lightning(base, margs, x, y, args.epochs, workdir, args.device)
                     )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -398,11 +420,14 @@ def main(argv: list[str] | None = None) -> int:
     print_tables(report, info, args)
 
     ratio = report["ratios"]["raylight"]["train_samples_per_s"]
+    claim = CLAIM if args.device == "cpu" else CLAIM.replace("(samples/s)", "on 1 GPU (samples/s)")
+    if args.override:
+        claim += f" [{' '.join(args.override)}]"
     a = report["medians"][f"torch@{worker_threads}"]
     c = report["medians"]["raylight"]
     result = {
         "benchmark": NAME,
-        "claim": CLAIM,
+        "claim": claim,
         "command": " ".join(
             [".venv/bin/python", "benchmarks/train_overhead.py", *(argv or sys.argv[1:])]
         ),
@@ -411,7 +436,9 @@ def main(argv: list[str] | None = None) -> int:
             "epochs": args.epochs,
             "warmup_epochs": 1,
             "quick": args.quick,
-            "overrides": BASE_OVERRIDES,
+            "overrides": overrides,
+            "device": args.device,
+            "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else None,
             "batch_size": base.data.batch_size,
             "train_rows": len(y),
             "num_features": int(x.shape[1]),
@@ -422,16 +449,17 @@ def main(argv: list[str] | None = None) -> int:
         "raw": raw,
         **report,
         "results_md_row": {
-            "claim": CLAIM,
+            "claim": claim,
             "baseline": f"{a['train_samples_per_s']:,.0f} samples/s (torch loop, {worker_threads} thread(s))",
             "raylight": f"{c['train_samples_per_s']:,.0f} samples/s (startup {c['startup_s']:.1f} s)",
             "ratio": f"{ratio:.2f}" + (" (quick run)" if args.quick else ""),
             "goal": f"≥ {GOAL}",
-            "machine": machine_line(info),
+            "machine": machine_line(info)
+            + (f", {torch.cuda.get_device_name(0)}" if args.device == "cuda" else ""),
         },
     }
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / f"{NAME}.json"
+    out = RESULTS_DIR / f"{name}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     write_results_md()
     print(
