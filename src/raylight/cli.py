@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -126,6 +127,126 @@ def train(
         console.print(
             f"[yellow]quarantine[/] {res.data_summary['bad']} bad row(s) with reasons in {res.data_summary['quarantine_path']}"
         )
+
+
+@app.command(context_settings=_EXTRA)
+def tune(
+    ctx: typer.Context,
+    config_path: str | None = CONFIG_PATH,
+    config_name: str = typer.Option("tune", "--config-name", "-cn"),
+) -> None:
+    """Sweep: Ray Tune + Optuna/random/grid + ASHA over the training config.
+
+    ``raylight tune experiment=adult_mlp hparams_search=adult_optuna tune.num_samples=16``;
+    ``raylight tune resume=SWEEP_DIR [tune.restart_errored=true]`` continues a sweep.
+    """
+    from raylight.config import ConfigError, TuneRunConfig, load_tune_config
+
+    args = list(ctx.args)
+    resume = next(
+        (a.split("=", 1)[1] for a in args if a.split("=", 1)[0] in ("resume", "tune.resume")), None
+    )
+    try:
+        if resume:
+            cfg = _load_sweep(resume, args)
+        else:
+            cfg = load_tune_config(args, config_name=config_name, config_dir=config_path)
+    except ConfigError as exc:
+        _fail_config(exc)
+    assert isinstance(cfg, TuneRunConfig)
+    from raylight.cluster import session
+    from raylight.data.pipeline import BadDataError
+    from raylight.tune import run_tuning
+
+    cluster_cfg = cfg.cluster
+    if cfg.scaling.num_workers > 1 and cluster_cfg.mode == "local":
+        # Multi-worker trials: ASHA-stopped trials' placement groups are freed through the
+        # State API, which needs the dashboard (DESIGN.md); keep it on 127.0.0.1.
+        cluster_cfg = cluster_cfg.model_copy(update={"include_dashboard": True})
+    try:
+        with session(cluster_cfg):
+            res = run_tuning(cfg, announce=_announce)
+    except BadDataError as exc:
+        err.print(f"[bold red]bad data:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    metric, mode = cfg.tune.objective_list()[0].metric, cfg.tune.objective_list()[0].mode
+    top = res.trials.sort_values(f"best_{metric}", ascending=mode == "min").head(cfg.tune.top_k)
+    table = Table(
+        title=f"top {len(top)} of {len(res.trials)} trials by {metric} ({mode})",
+        header_style="bold",
+    )
+    param_cols = [c for c in top.columns if c.startswith("param.")]
+    for col in [
+        "trial",
+        "status",
+        "epochs",
+        *[c.removeprefix("param.") for c in param_cols],
+        f"best {metric}",
+    ]:
+        table.add_column(col, justify="left" if col in ("trial", "status") else "right")
+    for _, r in top.iterrows():
+        vals = [_fmt(r[c]) for c in param_cols]
+        table.add_row(
+            str(r["trial_id"]), str(r["status"]), str(r["epochs"]), *vals, _fmt(r[f"best_{metric}"])
+        )
+    console.print(table)
+    counts = res.trials["status"].value_counts().to_dict()
+    console.print(
+        "trials: "
+        + ", ".join(f"{k.lower()} {v}" for k, v in counts.items())
+        + f" · {res.timings['total_s']:.0f}s"
+    )
+    if res.pareto:
+        console.print(
+            f"[bold]Pareto front[/] ({len(res.pareto)} trial(s)): "
+            + "; ".join(f"{p['trial_id']}" for p in res.pareto)
+        )
+    console.print(_metrics_table("best trial, test split", res.best["test"]))
+    console.print(
+        f"[bold green]best config[/] {res.best_config_path}  (retrain: raylight train --config-path {Path(res.best_config_path).parent} --config-name config)"
+    )
+    console.print(f"[bold green]bundle[/]      {res.bundle_path}")
+    console.print(
+        f"[bold]sweep dir[/]   {res.sweep_dir}  (trials.parquet, trials.csv, plots: {', '.join(Path(p).name for p in res.plots) or 'none'})"
+    )
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _load_sweep(resume: str, args: list[str]) -> Any:
+    """A sweep's own saved definition; only tune.restart_errored may be changed on resume."""
+    import json
+
+    from raylight.config import ConfigError, TuneRunConfig
+    from raylight.tune import STATE_FILE
+
+    state = Path(resume) / STATE_FILE
+    if not state.is_file():
+        raise ConfigError(
+            [("resume", f"{resume!r} is not a raylight sweep directory (no {STATE_FILE})")]
+        )
+    cfg = TuneRunConfig.model_validate(json.loads(state.read_text())["config"])
+    update: dict[str, Any] = {"resume": str(Path(resume).resolve())}
+    for a in args:
+        key, _, value = a.partition("=")
+        if key in ("resume", "tune.resume"):
+            continue
+        if key == "tune.restart_errored":
+            update["restart_errored"] = value.lower() in ("1", "true", "yes")
+        else:
+            raise ConfigError(
+                [
+                    (
+                        key,
+                        "a resumed sweep keeps its definition; only tune.restart_errored can change",
+                    )
+                ]
+            )
+    return cfg.model_copy(update={"tune": cfg.tune.model_copy(update=update)})
 
 
 @app.command(context_settings=_EXTRA)

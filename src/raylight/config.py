@@ -216,6 +216,84 @@ class PredictConfig(_Strict):
         return self.model_dump(mode="json")
 
 
+# ----------------------------------------------------------------------------- tune
+
+
+class Domain(_Strict):
+    """One search dimension: ``{type: loguniform, low: 1e-4, high: 1e-2}`` etc."""
+
+    type: Literal["loguniform", "uniform", "quniform", "randint", "choice", "grid"]
+    low: float | None = None
+    high: float | None = None
+    q: float | None = Field(None, gt=0, description="Step of quniform.")
+    values: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Domain:
+        if self.type in ("choice", "grid"):
+            if not self.values:
+                raise ValueError(f"{self.type} needs a non-empty `values` list")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError(f"{self.type} needs `low` and `high`")
+        if self.low >= self.high:
+            raise ValueError(f"low ({self.low:g}) must be below high ({self.high:g})")
+        if self.type == "loguniform" and self.low <= 0:
+            raise ValueError(f"loguniform needs positive bounds, got low={self.low:g}")
+        if self.type == "quniform" and self.q is None:
+            raise ValueError("quniform needs `q`")
+        if self.type == "randint" and (self.low != int(self.low) or self.high != int(self.high)):
+            raise ValueError("randint bounds must be integers")
+        return self
+
+    def sample(self) -> Any:
+        """A representative value (used to validate a trial config before any trial runs)."""
+        if self.values:
+            return self.values[0]
+        assert self.low is not None
+        return int(self.low) if self.type == "randint" else self.low
+
+
+class Objective(_Strict):
+    metric: str
+    mode: Literal["min", "max"]
+
+
+class SchedulerConfig(_Strict):
+    type: Literal["asha", "none"] = "asha"
+    grace_period: int = Field(1, ge=1)
+    reduction_factor: float = Field(2, gt=1)
+    max_t: int | None = Field(None, ge=1)
+
+
+class TuneSettings(_Strict):
+    name: str | None = None
+    metric: str = "val_loss"
+    mode: Literal["min", "max"] = "min"
+    objectives: list[Objective] = Field(default_factory=list)
+    search: Literal["optuna", "random", "grid"] = "optuna"
+    seed: int | None = None
+    num_samples: int = Field(8, ge=1)
+    max_concurrent_trials: int | None = Field(None, ge=1)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    space: dict[str, Domain] = Field(default_factory=dict)
+    restart_errored: bool = False
+    top_k: int = Field(5, ge=1)
+    resume: str | None = None
+
+    def objective_list(self) -> list[Objective]:
+        return list(self.objectives) or [Objective(metric=self.metric, mode=self.mode)]
+
+
+class TuneRunConfig(TrainConfig):
+    """A training config plus how to sweep it."""
+
+    tune: TuneSettings = Field(default_factory=TuneSettings)
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig.model_validate(self.model_dump(exclude={"tune"}))
+
+
 # ----------------------------------------------------------------------------- compose
 
 
@@ -525,6 +603,35 @@ def load_train_config(
     """Compose + validate in one call: what ``raylight train`` and ``validate`` run."""
     plain, problems = compose(overrides, config_name=config_name, config_dir=config_dir)
     return validate(plain, problems)
+
+
+def load_tune_config(
+    overrides: Sequence[str] = (),
+    config_name: str = "tune",
+    config_dir: str | os.PathLike[str] | None = None,
+) -> TuneRunConfig:
+    """Compose + validate a sweep: the training config, the search space, and the search."""
+    plain, problems = compose(overrides, config_name=config_name, config_dir=config_dir)
+    problems = list(problems)
+    tune_plain = plain.pop("tune", {}) if isinstance(plain, dict) else {}
+    settings: TuneSettings | None = None
+    try:
+        settings = TuneSettings.model_validate(_strip_missing(tune_plain or {}))
+    except ValidationError as exc:
+        problems += _pydantic_problems(exc, prefix="tune.")
+    train_cfg: TrainConfig | None = None
+    try:
+        train_cfg = validate(plain)
+    except ConfigError as exc:
+        problems += exc.problems
+    if settings is not None and train_cfg is not None:
+        from raylight.tune import check_sweep
+
+        problems += check_sweep(train_cfg, settings)
+    if problems:
+        raise ConfigError(_dedupe(problems))
+    assert settings is not None and train_cfg is not None
+    return TuneRunConfig.model_validate({**train_cfg.model_dump(), "tune": settings.model_dump()})
 
 
 def load_predict_config(overrides: Sequence[str] = ()) -> PredictConfig:

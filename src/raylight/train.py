@@ -35,24 +35,67 @@ WEIGHTS_NAME = "model.safetensors"
 # ============================================================================ worker side
 
 
-def _report_callback_cls() -> type:
+class TrainSession:
+    """Where a training loop reports to: Ray Train (here) or Ray Tune (``tune.TuneSession``).
+
+    The Lightning loop below is the same in both; only reporting, restoring and the data
+    iterators differ, so train and tune share one implementation.
+    """
+
+    def __init__(self) -> None:
+        import ray.train
+
+        ctx = ray.train.get_context()
+        self.rank = ctx.get_world_rank()
+        self.world_size = ctx.get_world_size()
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None, dir_name: str) -> None:
+        import ray.train
+        from ray.train import Checkpoint
+
+        ckpt = Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=dir_name)
+
+    def get_checkpoint(self) -> Any:
+        import ray.train
+
+        return ray.train.get_checkpoint()
+
+    def loaders(self, config: dict[str, Any]) -> tuple[Any, Any]:
+        import ray.train
+
+        return (
+            _torch_batches(ray.train.get_dataset_shard("train"), config),
+            _torch_batches(ray.train.get_dataset_shard("val"), config),
+        )
+
+
+def _torch_batches(ds: Any, config: dict[str, Any]) -> Any:
+    """An iterable of ``{"features", "label"}`` tensor batches (re-iterable per epoch)."""
+    import torch
+
+    label_dtype = torch.long if config["data"]["task"] == "classification" else torch.float32
+    return ds.iter_torch_batches(
+        batch_size=config["data"]["batch_size"],
+        dtypes={"features": torch.float32, "label": label_dtype},
+        prefetch_batches=2,
+    )
+
+
+def _report_callback(session: Any, run_name: str) -> Any:
     """Built lazily: Lightning must not be imported at raylight import time."""
     import lightning.pytorch as pl
-    import ray.train
-    from ray.train import Checkpoint
 
     class ReportCheckpointCallback(pl.Callback):
-        """Report epoch metrics to Ray Train; rank 0 attaches the checkpoint.
+        """Report epoch metrics; rank 0 attaches the checkpoint.
 
         Unlike Ray's stock callback, only rank 0 writes and uploads a checkpoint (all ranks
         hold the same DDP weights), the weights also go out as safetensors for the bundle,
         and the local temp dir is unique per run and rank (Lightning ``rmtree``s reused ones).
         """
 
-        def __init__(self, run_name: str) -> None:
-            ctx = ray.train.get_context()
-            self.rank = ctx.get_world_rank()
-            self.tmp_root = tempfile.mkdtemp(prefix=f"raylight-{run_name}-rank{self.rank}-")
+        def __init__(self) -> None:
+            self.tmp_root = tempfile.mkdtemp(prefix=f"raylight-{run_name}-rank{session.rank}-")
 
         def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
             from safetensors.torch import save_file
@@ -60,30 +103,28 @@ def _report_callback_cls() -> type:
             metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
             metrics["epoch"] = trainer.current_epoch
             metrics["step"] = trainer.global_step
+            # Model size: a cheap second objective for multi-objective sweeps.
+            metrics["model_params"] = float(sum(p.numel() for p in pl_module.parameters()))
             tmp = os.path.join(self.tmp_root, f"epoch_{trainer.current_epoch}")
             os.makedirs(tmp, exist_ok=True)
             # A collective under DDP: every rank calls it, rank 0 writes.
             trainer.save_checkpoint(os.path.join(tmp, CKPT_NAME), weights_only=False)
-            checkpoint = None
-            if self.rank == 0:
+            ckpt_dir = None
+            if session.rank == 0:
                 state = {
                     k: v.detach().cpu().contiguous() for k, v in pl_module.state_dict().items()
                 }
                 save_file(state, os.path.join(tmp, WEIGHTS_NAME))
                 with open(os.path.join(tmp, "metrics.json"), "w") as f:
                     json.dump(metrics, f)
-                checkpoint = Checkpoint.from_directory(tmp)
-            ray.train.report(
-                metrics,
-                checkpoint=checkpoint,
-                checkpoint_dir_name=f"checkpoint_epoch={trainer.current_epoch:04d}",
-            )
+                ckpt_dir = tmp
+            session.report(metrics, ckpt_dir, f"checkpoint_epoch={trainer.current_epoch:04d}")
             shutil.rmtree(tmp, ignore_errors=True)
 
         def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
             shutil.rmtree(self.tmp_root, ignore_errors=True)
 
-    return ReportCheckpointCallback
+    return ReportCheckpointCallback()
 
 
 def _instantiate(spec: dict[str, Any]) -> Any:
@@ -92,7 +133,9 @@ def _instantiate(spec: dict[str, Any]) -> Any:
     return instantiate(spec, _convert_="all")
 
 
-def _lightning_trainer(config: dict[str, Any], callbacks: list[Any]) -> pl.Trainer:
+def _lightning_trainer(
+    config: dict[str, Any], callbacks: list[Any], distributed: bool
+) -> pl.Trainer:
     import lightning.pytorch as pl
     from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment, prepare_trainer
 
@@ -102,9 +145,6 @@ def _lightning_trainer(config: dict[str, Any], callbacks: list[Any]) -> pl.Train
         from lightning.pytorch.loggers import CSVLogger
 
         loggers.append(CSVLogger(config["_run"]["logs_dir"], name="", version=""))
-    import ray.train
-
-    distributed = ray.train.get_context().get_world_size() > 1
     trainer = pl.Trainer(
         max_epochs=t["max_epochs"],
         accelerator="auto",
@@ -120,7 +160,7 @@ def _lightning_trainer(config: dict[str, Any], callbacks: list[Any]) -> pl.Train
         deterministic=t["deterministic"],
         callbacks=callbacks,
         logger=loggers or False,
-        enable_checkpointing=False,  # Ray Train owns checkpoints
+        enable_checkpointing=False,  # Ray owns checkpoints
         enable_progress_bar=False,  # progress is shown on the driver
         enable_model_summary=False,
         num_sanity_val_steps=0,
@@ -129,32 +169,26 @@ def _lightning_trainer(config: dict[str, Any], callbacks: list[Any]) -> pl.Train
     return prepare_trainer(trainer) if distributed else trainer
 
 
-def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Runs on every Ray Train worker. ``config`` is the plain resolved config."""
+def fit_lightning(config: dict[str, Any], session: Any) -> None:
+    """The training loop proper: seed, build the model, fit with Lightning, report per epoch.
+
+    Args:
+        config: The plain resolved config plus ``_run`` (model target/args, run name, logs).
+        session: A :class:`TrainSession` or ``tune.TuneSession``.
+    """
     import lightning.pytorch as pl
-    import ray.train
-    import torch
 
     pl.seed_everything(config["seed"], workers=True, verbose=False)
     run = config["_run"]
     model = bundle_io.build_model(run["model_target"], run["model_args"])
-
-    label_dtype = torch.long if config["data"]["task"] == "classification" else torch.float32
-    batch_size = config["data"]["batch_size"]
-    dtypes = {"features": torch.float32, "label": label_dtype}
-    train_loader = ray.train.get_dataset_shard("train").iter_torch_batches(
-        batch_size=batch_size, dtypes=dtypes, prefetch_batches=2
-    )
-    val_loader = ray.train.get_dataset_shard("val").iter_torch_batches(
-        batch_size=batch_size, dtypes=dtypes, prefetch_batches=2
-    )
-    callbacks = [_report_callback_cls()(run["name"])]
+    train_loader, val_loader = session.loaders(config)
+    callbacks = [_report_callback(session, run["name"])]
     callbacks += [_instantiate(cb) for cb in config["trainer"]["callbacks"]]
-    trainer = _lightning_trainer(config, callbacks)
+    trainer = _lightning_trainer(config, callbacks, distributed=session.world_size > 1)
 
-    # A checkpoint from this run (worker-failure retry, or `resume=` of the same run) wins;
-    # otherwise an explicit checkpoint directory from another run.
-    checkpoint = ray.train.get_checkpoint()
+    # A checkpoint from this run (worker-failure retry, `resume=` of the same run, a restored
+    # Tune trial) wins; otherwise an explicit checkpoint directory from another run.
+    checkpoint = session.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             trainer.fit(
@@ -170,6 +204,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         )
     else:
         trainer.fit(model, train_loader, val_loader)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker. ``config`` is the plain resolved config."""
+    fit_lightning(config, TrainSession())
 
 
 # ============================================================================ driver side
@@ -347,9 +386,6 @@ def run_training(cfg: TrainConfig, printer: Any = None, announce: Any = None) ->
         printer: ``printer(metrics, max_epochs, elapsed_s)`` called on the driver per epoch.
         announce: ``announce(stage: str, detail: str)`` called on the driver per stage.
     """
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig
-    from ray.train.torch import TorchTrainer
-
     from raylight.cluster import cluster_gpus
     from raylight.config import ConfigError
     from raylight.data.pipeline import prepare
@@ -400,37 +436,14 @@ def run_training(cfg: TrainConfig, printer: Any = None, announce: Any = None) ->
     say("data", _data_line(summary))
 
     pre = data.preprocessor
-    model_args = {k: v for k, v in cfg.model.items() if k not in ("_target_", "name")}
-    model_args.update(input_dim=pre.num_features, output_dim=pre.num_outputs, task=pre.task)
-    plain["_run"] = {
-        "name": name,
-        "model_target": cfg.model["_target_"],
-        "model_args": model_args,
-        "logs_dir": run_path + "/logs" if "://" not in run_dir else tempfile.mkdtemp(),
-        "init_checkpoint": init_checkpoint,
-    }
+    model_args = model_args_for(cfg, pre)
+    plain["_run"] = run_info(name, cfg, model_args, run_dir, init_checkpoint)
 
     # ---- train
     t = time.time()
-    # Ray Train propagates this from the driver to its controller (and workers).
-    os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = str(cfg.trainer.controller_poll_s)
     progress = _Progress(cfg.trainer.max_epochs, printer)
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config=plain,
-        scaling_config=_scaling(cfg),
-        datasets={"train": data.train, "val": data.val},
-        run_config=RunConfig(
-            name="train",
-            storage_path=run_dir,
-            checkpoint_config=CheckpointConfig(
-                num_to_keep=cfg.trainer.num_checkpoints,
-                checkpoint_score_attribute=cfg.trainer.monitor,
-                checkpoint_score_order=cfg.trainer.mode,
-            ),
-            failure_config=FailureConfig(max_failures=cfg.trainer.max_failures),
-            callbacks=[progress.callback()],
-        ),
+    trainer = torch_trainer(
+        cfg, plain, data, storage_path=run_dir, name="train", callbacks=[progress.callback()]
     )
     say(
         "train",
@@ -445,20 +458,8 @@ def run_training(cfg: TrainConfig, printer: Any = None, announce: Any = None) ->
 
     # ---- bundle
     t = time.time()
-    from safetensors.torch import load as load_weights
-
-    with best.as_directory() as d:
-        state = load_weights(Path(d, WEIGHTS_NAME).read_bytes())
-        best_metrics = json.loads(Path(d, "metrics.json").read_text())
     bundle_path = run_dir + "/bundle"
-    bundle_io.write(
-        bundle_path,
-        state,
-        _manifest(cfg, plain, data, model_args, best_metrics, name, best.path),
-    )
-    b = bundle_io.load(bundle_path)  # round-trip: evaluate what was written, not what is in memory
-    test = score(b, data.test)
-    bundle_io.update_metrics(bundle_path, {"test": test})
+    best_metrics, test = export_bundle(best, bundle_path, cfg, plain, data, model_args, name)
     timings["bundle_eval_s"] = time.time() - t
     timings["total_s"] = time.time() - t0
     res = TrainResult(
@@ -474,6 +475,96 @@ def run_training(cfg: TrainConfig, printer: Any = None, announce: Any = None) ->
     )
     _write_json(run_dir + "/result.json", {k: v for k, v in res.__dict__.items()})
     return res
+
+
+def model_args_for(cfg: TrainConfig, pre: Any) -> dict[str, Any]:
+    """The model's constructor arguments: config values plus sizes injected from the data."""
+    args = {k: v for k, v in cfg.model.items() if k not in ("_target_", "name")}
+    args.update(input_dim=pre.num_features, output_dim=pre.num_outputs, task=pre.task)
+    return args
+
+
+def run_info(
+    name: str,
+    cfg: TrainConfig,
+    model_args: dict[str, Any],
+    run_dir: str,
+    init_checkpoint: str | None = None,
+) -> dict[str, Any]:
+    """What the worker loop needs beyond the config (travels as ``config["_run"]``)."""
+    from raylight.data.sources import filesystem_and_path
+
+    local = "://" not in run_dir
+    return {
+        "name": name,
+        "model_target": cfg.model["_target_"],
+        "model_args": model_args,
+        "logs_dir": filesystem_and_path(run_dir)[1] + "/logs" if local else tempfile.mkdtemp(),
+        "init_checkpoint": init_checkpoint,
+    }
+
+
+def torch_trainer(
+    cfg: TrainConfig,
+    plain: dict[str, Any],
+    data: PreparedData,
+    storage_path: str,
+    name: str,
+    callbacks: list[Any],
+) -> Any:
+    """A Ray Train ``TorchTrainer`` for one run (also what each multi-worker sweep trial builds)."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig
+    from ray.train.torch import TorchTrainer
+
+    # Ray Train propagates this from the driver to its controller (and workers).
+    os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = str(cfg.trainer.controller_poll_s)
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=plain,
+        scaling_config=_scaling(cfg),
+        datasets={"train": data.train, "val": data.val},
+        run_config=RunConfig(
+            name=name,
+            storage_path=storage_path,
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=cfg.trainer.num_checkpoints,
+                checkpoint_score_attribute=cfg.trainer.monitor,
+                checkpoint_score_order=cfg.trainer.mode,
+            ),
+            failure_config=FailureConfig(max_failures=cfg.trainer.max_failures),
+            callbacks=callbacks,
+        ),
+    )
+
+
+def export_bundle(
+    checkpoint: Any,
+    bundle_path: str,
+    cfg: TrainConfig,
+    plain: dict[str, Any],
+    data: PreparedData,
+    model_args: dict[str, Any],
+    run_name: str,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Write the bundle from a checkpoint, reload it, and score the test split with it.
+
+    Returns:
+        (the checkpoint's epoch metrics, test metrics)
+    """
+    from safetensors.torch import load as load_weights
+
+    with checkpoint.as_directory() as d:
+        state = load_weights(Path(d, WEIGHTS_NAME).read_bytes())
+        best_metrics = json.loads(Path(d, "metrics.json").read_text())
+    bundle_io.write(
+        bundle_path,
+        state,
+        _manifest(cfg, plain, data, model_args, best_metrics, run_name, checkpoint.path),
+    )
+    b = bundle_io.load(bundle_path)  # round-trip: evaluate what was written, not what is in memory
+    test = score(b, data.test)
+    bundle_io.update_metrics(bundle_path, {"test": test})
+    return best_metrics, test
 
 
 def _manifest(

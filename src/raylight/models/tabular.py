@@ -30,6 +30,8 @@ class TabularMLP(pl.LightningModule):
 
     # Filled in by raylight from the data, never from config (config.py checks this).
     INJECTED_ARGS = ("input_dim", "output_dim", "task")
+    # Validation metrics logged per epoch, by task (sweeps check their objective against these).
+    REPORTED_METRICS = {"classification": ("val_acc",), "regression": ("val_rmse_std",)}
 
     def __init__(
         self,

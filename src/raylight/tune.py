@@ -1,0 +1,667 @@
+"""Sweeps: Ray Tune + Optuna (TPE) / random / grid + ASHA over the training pipeline.
+
+The data stage runs once per sweep on the driver; every trial trains on the same encoded
+splits. A trial is either
+
+- one worker: the Tune function runs the very same Lightning loop as ``raylight train``
+  (``train.fit_lightning``) in-process and reports to Tune directly. It is much faster to start,
+  and an ASHA-stopped trial leaves no placement group behind (DESIGN.md's pitfall), or
+- several workers: the Tune function builds a ``TorchTrainer`` named after the trial
+  (``Tuner(driver_fn)``, Ray 2.60's pattern) whose reports reach Tune via
+  ``TuneReportCallback``.
+
+At the end: the trials as Parquet/CSV, the top-k table, the best trial's complete config as a
+YAML that ``raylight train --config-path/--config-name`` retrains, its bundle, and plots.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from raylight.config import ConfigError, Domain, TrainConfig, TuneRunConfig, TuneSettings
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from raylight.data.pipeline import PreparedData
+
+STATE_FILE = "raylight_sweep.json"
+# Metrics the shipped models report every epoch; a model may declare its own (REPORTED_METRICS).
+ALWAYS_REPORTED = ("train_loss", "val_loss", "epoch", "step", "model_params")
+
+
+# ============================================================================ validation
+
+
+def _get(plain: dict[str, Any], dotted: str) -> tuple[bool, Any]:
+    node: Any = plain
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def apply_params(plain: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of ``plain`` with each dotted key set to its value."""
+    out = copy.deepcopy(plain)
+    for dotted, value in params.items():
+        node = out
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+def reported_metrics(cfg: TrainConfig) -> set[str] | None:
+    """Metrics the configured model reports, or None when the model does not declare them."""
+    from raylight.bundle import _model_class
+
+    try:
+        cls = _model_class(cfg.model["_target_"])
+    except Exception:
+        return None
+    declared = getattr(cls, "REPORTED_METRICS", None)
+    if declared is None:
+        return None
+    task_metrics = declared.get(cfg.data.task, ()) if isinstance(declared, dict) else declared
+    return set(ALWAYS_REPORTED) | set(task_metrics)
+
+
+def check_sweep(cfg: TrainConfig, s: TuneSettings) -> list[tuple[str, str]]:
+    """Every problem of a sweep definition, found before any trial starts."""
+    from raylight.config import _check_model, _pydantic_problems
+
+    problems: list[tuple[str, str]] = []
+    plain = cfg.to_plain()
+    if not s.space:
+        problems.append(("tune.space", "empty: give at least one dotted key → domain"))
+    samples: dict[str, Any] = {}
+    for key, dom in s.space.items():
+        where = f"tune.space.{key}"
+        if key.startswith("data.") and key != "data.batch_size":
+            problems.append(
+                (where, "trials share one prepared dataset: only data.batch_size can be searched")
+            )
+            continue
+        if key.startswith(("cluster.", "output_dir", "run_name", "resume", "tracking.")):
+            problems.append((where, "not a hyperparameter"))
+            continue
+        found, _ = _get(plain, key)
+        if not found and not key.startswith("model."):
+            problems.append((where, f"unknown key: {key!r} is not in the training config"))
+            continue
+        if s.search == "optuna" and dom.type == "grid":
+            problems.append(
+                (where, "grid domains need tune.search=grid or random; use choice with optuna")
+            )
+        samples[key] = dom.sample()
+    # Validate a trial config built from the first value of every domain (types, ranges, model args).
+    if samples and not problems:
+        trial = apply_params(plain, samples)
+        try:
+            trial_cfg = TrainConfig.model_validate(trial)
+            for k, msg in _check_model(trial_cfg.model):
+                problems.append(
+                    (
+                        f"tune.space.{k}" if k.removeprefix("model.") and f"{k}" in s.space else k,
+                        msg,
+                    )
+                )
+        except Exception as exc:
+            errs = _pydantic_problems(exc) if hasattr(exc, "errors") else [("tune.space", str(exc))]
+            problems += [(f"tune.space.{k}" if k in s.space else k, m) for k, m in errs]
+    known = reported_metrics(cfg)
+    for i, obj in enumerate(s.objective_list()):
+        key = "tune.metric" if not s.objectives else f"tune.objectives[{i}].metric"
+        if known is not None and obj.metric not in known:
+            problems.append(
+                (key, f"training never reports {obj.metric!r}; it reports {sorted(known)}")
+            )
+    max_t = s.scheduler.max_t or cfg.trainer.max_epochs
+    if s.scheduler.type == "asha" and s.scheduler.grace_period > max_t:
+        problems.append(
+            (
+                "tune.scheduler.grace_period",
+                f"{s.scheduler.grace_period} exceeds max_t={max_t} epochs",
+            )
+        )
+    if s.scheduler.max_t and s.scheduler.max_t > cfg.trainer.max_epochs:
+        problems.append(
+            (
+                "tune.scheduler.max_t",
+                f"{s.scheduler.max_t} exceeds trainer.max_epochs={cfg.trainer.max_epochs}",
+            )
+        )
+    if s.resume is not None:
+        from raylight.data.sources import path_exists
+
+        if not path_exists(s.resume.rstrip("/") + "/" + STATE_FILE):
+            problems.append(
+                ("tune.resume", f"{s.resume!r} is not a raylight sweep directory (no {STATE_FILE})")
+            )
+    return problems
+
+
+# ============================================================================ search
+
+
+def tune_domain(dom: Domain) -> Any:
+    """A Ray Tune search-space domain for one config domain."""
+    from ray import tune
+
+    assert dom.low is not None or dom.values is not None
+    if dom.type == "loguniform":
+        return tune.loguniform(dom.low, dom.high)
+    if dom.type == "uniform":
+        return tune.uniform(dom.low, dom.high)
+    if dom.type == "quniform":
+        return tune.quniform(dom.low, dom.high, dom.q)
+    if dom.type == "randint":
+        return tune.randint(int(dom.low or 0), int(dom.high or 0) + 1)  # inclusive high
+    # Optuna's categorical choices must be scalars: lists/dicts travel as JSON strings and are
+    # decoded in the trial (decode_params).
+    values = [_categorical(v) for v in dom.values or []]
+    if dom.type == "choice":
+        return tune.choice(values)
+    return tune.grid_search(values)
+
+
+def decode_params(params: dict[str, Any], space: dict[str, Domain]) -> dict[str, Any]:
+    """Undo the JSON encoding of non-scalar categorical values (see tune_domain)."""
+    out = {}
+    for k, v in params.items():
+        dom = space.get(k)
+        if dom is not None and dom.values and isinstance(v, str) and v not in dom.values:
+            with contextlib.suppress(ValueError):
+                v = json.loads(v)
+        out[k] = v
+    return out
+
+
+def searcher(s: TuneSettings, seed: int) -> Any:
+    """Optuna TPE (seeded) for ``optuna``; Tune's variant generator for random and grid."""
+    if s.search != "optuna":
+        from ray.tune.search import BasicVariantGenerator
+
+        return BasicVariantGenerator(random_state=seed)
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    objectives = s.objective_list()
+    multi = len(objectives) > 1
+    sampler = optuna.samplers.TPESampler(seed=seed)
+    return OptunaSearch(
+        metric=[o.metric for o in objectives] if multi else objectives[0].metric,
+        mode=[o.mode for o in objectives] if multi else objectives[0].mode,
+        sampler=sampler,
+        seed=seed,
+    )
+
+
+# ============================================================================ trials
+
+
+class TuneSession:
+    """``train.fit_lightning``'s session for an in-process (one-worker) trial: reports to Tune."""
+
+    rank = 0
+    world_size = 1
+
+    def __init__(self, train_ds: Any, val_ds: Any) -> None:
+        self.train_ds = train_ds
+        self.val_ds = val_ds
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None, dir_name: str) -> None:
+        from ray import tune
+
+        ckpt = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        tune.report(metrics, checkpoint=ckpt)
+
+    def get_checkpoint(self) -> Any:
+        from ray import tune
+
+        return tune.get_checkpoint()
+
+    def loaders(self, config: dict[str, Any]) -> tuple[Any, Any]:
+        from raylight.train import _torch_batches
+
+        return _torch_batches(self.train_ds, config), _torch_batches(self.val_ds, config)
+
+
+def _trial_plain(
+    base: dict[str, Any], params: dict[str, Any], data: PreparedData, name: str, trial_dir: str
+) -> tuple[TrainConfig, dict[str, Any]]:
+    from raylight.train import model_args_for, run_info
+
+    plain = apply_params(base, params)
+    cfg = TrainConfig.model_validate(plain)
+    plain = cfg.to_plain()
+    plain["_run"] = run_info(name, cfg, model_args_for(cfg, data.preprocessor), trial_dir)
+    return cfg, plain
+
+
+def in_process_trial(
+    params: dict[str, Any], base: dict[str, Any], data: PreparedData, space: dict[str, Any]
+) -> None:
+    """Tune function for a one-worker trial: Lightning right here, reporting to Tune."""
+    from ray import tune
+
+    from raylight.train import fit_lightning
+
+    ctx = tune.get_context()
+    params = decode_params(params, {k: Domain.model_validate(d) for k, d in space.items()})
+    _, plain = _trial_plain(base, params, data, ctx.get_trial_id(), ctx.get_trial_dir())
+    fit_lightning(plain, TuneSession(data.train, data.val))
+
+
+def trainer_trial(
+    params: dict[str, Any], base: dict[str, Any], data: PreparedData, storage: str
+) -> None:
+    """Tune driver function for a multi-worker trial: its own TorchTrainer, named after the trial."""
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from raylight.train import torch_trainer
+
+    ctx = tune.get_context()
+    trial_id = ctx.get_trial_id()
+    cfg, plain = _trial_plain(base, params, data, trial_id, ctx.get_trial_dir())
+    # Same name + storage on restore: Ray Train resumes this trial from its last checkpoint.
+    torch_trainer(
+        cfg, plain, data, storage_path=storage, name=trial_id, callbacks=[TuneReportCallback()]
+    ).fit()
+
+
+# ============================================================================ driver
+
+
+@dataclass
+class SweepResult:
+    name: str
+    sweep_dir: str
+    trials: pd.DataFrame
+    best: dict[str, Any]
+    best_config_path: str
+    bundle_path: str
+    pareto: list[dict[str, Any]]
+    plots: list[str]
+    timings: dict[str, float]
+
+
+def _sweep_paths(cfg: TuneRunConfig) -> tuple[str, str]:
+    s = cfg.tune
+    if s.resume:
+        d = s.resume.rstrip("/")
+        return Path(d).name, d
+    name = s.name or f"{cfg.data.name}-{s.search}-{datetime.now():%Y%m%d-%H%M%S}"
+    root = (
+        cfg.output_dir
+        if "://" in cfg.output_dir
+        else str(Path(cfg.output_dir).expanduser().resolve())
+    )
+    return name, f"{root.rstrip('/')}/sweeps/{name}"
+
+
+def _concurrency(cfg: TuneRunConfig, per_trial: dict[str, float]) -> int:
+    import ray
+
+    if cfg.tune.max_concurrent_trials:
+        return cfg.tune.max_concurrent_trials
+    res = ray.cluster_resources()
+    n = math.floor(res.get("CPU", 1) / max(per_trial.get("CPU", 1), 1e-6) + 1e-9)
+    if per_trial.get("GPU"):
+        n = min(n, math.floor(res.get("GPU", 0) / per_trial["GPU"] + 1e-9))
+    return max(1, n)
+
+
+def run_tuning(cfg: TuneRunConfig, announce: Any = None) -> SweepResult:
+    """Run (or resume) a sweep on the current Ray cluster and export its best trial."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from raylight.data.pipeline import prepare
+    from raylight.train import _to_yaml, _write_json, _write_text
+
+    say = announce or (lambda stage, detail: None)
+    t0 = time.time()
+    s = cfg.tune
+    name, sweep_dir = _sweep_paths(cfg)
+    root, sweep_name = str(Path(sweep_dir).parent), Path(sweep_dir).name
+    if s.resume:
+        # The sweep's own saved definition is the truth; only restart_errored may change.
+        saved = json.loads(Path(sweep_dir, STATE_FILE).read_text())
+        restart_errored = s.restart_errored
+        cfg = TuneRunConfig.model_validate(saved["config"])
+        s = cfg.tune
+        s = s.model_copy(update={"restart_errored": restart_errored})
+    Path(sweep_dir).mkdir(parents=True, exist_ok=True)
+    train_cfg = cfg.train_config()
+    base = train_cfg.to_plain()
+    seed = s.seed if s.seed is not None else cfg.seed
+    say("sweep", sweep_dir)
+
+    t = time.time()
+    data = prepare(cfg.data, cfg.seed, quarantine_dir=sweep_dir + "/quarantine")
+    say(
+        "data",
+        f"{data.summary.rows:,} rows → train {data.summary.split_rows['train']:,} / val {data.summary.split_rows['val']:,}",
+    )
+    timings = {"data_s": time.time() - t}
+    if not s.resume:
+        _write_json(
+            sweep_dir + "/" + STATE_FILE,
+            {"config": cfg.to_plain(), "created_at": datetime.now().isoformat()},
+        )
+
+    space_plain = {k: d.model_dump() for k, d in s.space.items()}
+    per_trial: dict[str, float] = {"CPU": cfg.scaling.cpus_per_worker}
+    if cfg.scaling.use_gpu:
+        per_trial["GPU"] = cfg.scaling.gpus_per_worker or 1
+    if cfg.scaling.num_workers == 1:
+        trainable = tune.with_parameters(in_process_trial, base=base, data=data, space=space_plain)
+        trainable = tune.with_resources(trainable, per_trial)
+    else:
+        trainable = tune.with_parameters(
+            trainer_trial, base=base, data=data, storage=sweep_dir + "/train"
+        )
+        # The trial's own TorchTrainer reserves the workers; the driver function needs ~nothing.
+        trainable = tune.with_resources(trainable, {"CPU": 0.01})
+        per_trial = {k: v * cfg.scaling.num_workers for k, v in per_trial.items()}
+
+    objectives = s.objective_list()
+    first = objectives[0]
+    max_t = s.scheduler.max_t or cfg.trainer.max_epochs
+    multi = len(objectives) > 1
+    # Single objective: the Tuner hands metric/mode to the scheduler. Multi-objective: ASHA
+    # stops on the first objective.
+    scheduler = (
+        ASHAScheduler(
+            time_attr="training_iteration", metric=first.metric if multi else None, mode=first.mode if multi else None,
+            max_t=max_t, grace_period=s.scheduler.grace_period, reduction_factor=s.scheduler.reduction_factor,
+        )
+        if s.scheduler.type == "asha"
+        else FIFOScheduler()
+    )  # fmt: skip
+    concurrency = _concurrency(cfg, per_trial)
+    say(
+        "search",
+        f"{s.search}, {s.num_samples} trial(s), ≤{concurrency} at once, scheduler {s.scheduler.type}, seed {seed}",
+    )
+    if s.resume:
+        tuner = tune.Tuner.restore(
+            sweep_dir,
+            trainable=trainable,
+            resume_unfinished=True,
+            resume_errored=False,
+            restart_errored=s.restart_errored,
+        )
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space={k: tune_domain(d) for k, d in s.space.items()},
+            tune_config=tune.TuneConfig(
+                metric=None if multi else first.metric,
+                mode=None if multi else first.mode,
+                search_alg=searcher(s, seed),
+                scheduler=scheduler,
+                num_samples=s.num_samples,
+                max_concurrent_trials=concurrency,
+            ),
+            run_config=tune.RunConfig(
+                name=sweep_name,
+                storage_path=root,
+                checkpoint_config=tune.CheckpointConfig(
+                    num_to_keep=cfg.trainer.num_checkpoints,
+                    checkpoint_score_attribute=cfg.trainer.monitor,
+                    checkpoint_score_order=cfg.trainer.mode,
+                ),
+                verbose=1,
+            ),
+        )
+    t = time.time()
+    grid = tuner.fit()
+    timings["trials_s"] = time.time() - t
+
+    trials = trials_table(grid, s, max_t)
+    trials.to_parquet(sweep_dir + "/trials.parquet", index=False)
+    trials.to_csv(sweep_dir + "/trials.csv", index=False)
+    ok = trials[trials["status"] != "ERROR"]
+    if ok.empty:
+        raise RuntimeError(f"every trial failed; see {sweep_dir}/trials.csv and the trial logs")
+    best_row = ok.sort_values(f"best_{first.metric}", ascending=first.mode == "min").iloc[0]
+    pareto = pareto_front(ok, objectives) if multi else []
+
+    # ---- export the best trial: complete config + bundle
+    params = json.loads(best_row["params"])
+    best_cfg, best_plain = _trial_plain(
+        base, params, data, f"{name}/{best_row['trial_id']}", sweep_dir + "/best"
+    )
+    best_plain.pop("_run", None)
+    best_plain["run_name"] = None
+    best_plain["resume"] = None
+    best_dir = sweep_dir + "/best"
+    Path(best_dir).mkdir(parents=True, exist_ok=True)
+    _write_text(best_dir + "/config.yaml", _to_yaml(best_plain))
+    ckpt = _best_checkpoint_of(grid, best_row["trial_id"], first.metric, first.mode)
+    from raylight.train import export_bundle, model_args_for
+
+    model_args = model_args_for(best_cfg, data.preprocessor)
+    best_metrics, test = export_bundle(
+        ckpt,
+        best_dir + "/bundle",
+        best_cfg,
+        best_plain,
+        data,
+        model_args,
+        f"{name}/{best_row['trial_id']}",
+    )
+    best = {
+        "trial_id": best_row["trial_id"],
+        "params": params,
+        "metrics": best_metrics,
+        "test": test,
+    }
+    _write_json(best_dir + "/best.json", best)
+    plots = write_plots(trials, s, sweep_dir)
+    timings["total_s"] = time.time() - t0
+    _write_json(
+        sweep_dir + "/summary.json",
+        {"best": best, "pareto": pareto, "timings": timings, "plots": plots},
+    )
+    return SweepResult(
+        name=name, sweep_dir=sweep_dir, trials=trials, best=best, best_config_path=best_dir + "/config.yaml",
+        bundle_path=best_dir + "/bundle", pareto=pareto, plots=plots, timings=timings,
+    )  # fmt: skip
+
+
+def _best_checkpoint_of(grid: Any, trial_id: str, metric: str, mode: str) -> Any:
+    from ray.train import Checkpoint
+
+    for r in grid:
+        if r.metrics and r.metrics.get("trial_id") == trial_id:
+            best = None
+            try:
+                best = r.get_best_checkpoint(metric=metric, mode=mode)
+            except Exception:
+                best = None
+            if best is None and r.checkpoint is not None:
+                best = r.checkpoint
+            if (
+                best is None
+                and r.metrics_dataframe is not None
+                and "checkpoint_path" in r.metrics_dataframe
+            ):
+                # Multi-worker trials: Ray Train stored the checkpoints; Tune got their paths.
+                df = r.metrics_dataframe.dropna(subset=["checkpoint_path"])
+                row = df.sort_values(metric, ascending=mode == "min").iloc[0]
+                best = Checkpoint(row["checkpoint_path"])
+            if best is not None:
+                return best
+    raise RuntimeError(f"no checkpoint for trial {trial_id}")
+
+
+def trials_table(grid: Any, s: TuneSettings, max_t: int) -> pd.DataFrame:
+    """One row per trial: id, status, params (JSON and one column each), best/last metrics."""
+    import pandas as pd
+
+    rows = []
+    metrics = [o.metric for o in s.objective_list()]
+    for r in grid:
+        df = r.metrics_dataframe if r.metrics_dataframe is not None else pd.DataFrame()
+        trial_id = (r.metrics or {}).get("trial_id") or Path(r.path).name
+        params = decode_params({k: r.config.get(k) for k in s.space}, s.space) if r.config else {}
+        epochs = int(df["training_iteration"].max()) if "training_iteration" in df else 0
+        status = "ERROR" if r.error else ("EARLY_STOPPED" if epochs < max_t else "COMPLETED")
+        row: dict[str, Any] = {
+            "trial_id": trial_id,
+            "status": status,
+            "epochs": epochs,
+            "params": json.dumps(params),
+        }
+        for k, v in params.items():
+            row[f"param.{k}"] = json.dumps(v) if isinstance(v, list) else v
+        for m in {*metrics, "val_loss", "val_acc", "train_loss"}:
+            if m in df:
+                col = df[m].dropna()
+                mode = next(
+                    (o.mode for o in s.objective_list() if o.metric == m),
+                    "min" if "loss" in m else "max",
+                )
+                row[f"best_{m}"] = (
+                    float(col.min() if mode == "min" else col.max()) if len(col) else None
+                )
+                row[f"last_{m}"] = float(col.iloc[-1]) if len(col) else None
+        row["error"] = str(r.error).splitlines()[0][:300] if r.error else None
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def pareto_front(trials: pd.DataFrame, objectives: list[Any]) -> list[dict[str, Any]]:
+    """Non-dominated trials over each objective's last reported value."""
+    cols = [f"last_{o.metric}" for o in objectives]
+    sign = [1 if o.mode == "min" else -1 for o in objectives]
+    pts = trials.dropna(subset=cols)
+    front = []
+    for i, a in pts.iterrows():
+        va = [a[c] * sg for c, sg in zip(cols, sign, strict=True)]
+        dominated = False
+        for j, b in pts.iterrows():
+            if i == j:
+                continue
+            vb = [b[c] * sg for c, sg in zip(cols, sign, strict=True)]
+            if all(x <= y for x, y in zip(vb, va, strict=True)) and any(
+                x < y for x, y in zip(vb, va, strict=True)
+            ):
+                dominated = True
+                break
+        if not dominated:
+            front.append(
+                {
+                    "trial_id": a["trial_id"],
+                    "params": json.loads(a["params"]),
+                    **{c: a[c] for c in cols},
+                }
+            )
+    return front
+
+
+def _distribution(dom: Domain) -> Any:
+    import optuna.distributions as od
+
+    if dom.type == "loguniform":
+        return od.FloatDistribution(dom.low, dom.high, log=True)
+    if dom.type == "uniform":
+        return od.FloatDistribution(dom.low, dom.high)
+    if dom.type == "quniform":
+        return od.FloatDistribution(dom.low, dom.high)
+    if dom.type == "randint":
+        return od.IntDistribution(int(dom.low or 0), int(dom.high or 0))
+    return od.CategoricalDistribution([_categorical(v) for v in dom.values or []])
+
+
+def _categorical(v: Any) -> Any:
+    return v if v is None or isinstance(v, bool | int | float | str) else json.dumps(v)
+
+
+def write_plots(trials: pd.DataFrame, s: TuneSettings, sweep_dir: str) -> list[str]:
+    """Optimization history, parameter importances and parallel coordinates as PNG.
+
+    The trials of any search (optuna, random, grid) are loaded into an Optuna study, so the
+    plots are the same whatever searched.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna
+    from optuna.visualization import matplotlib as ovm
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    objectives = s.objective_list()
+    study = optuna.create_study(
+        directions=["minimize" if o.mode == "min" else "maximize" for o in objectives]
+    )
+    dists = {k: _distribution(d) for k, d in s.space.items()}
+    for _, row in trials[trials["status"] != "ERROR"].iterrows():
+        values = [row.get(f"best_{o.metric}") for o in objectives]
+        if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values):
+            continue
+        params = {k: _categorical(v) for k, v in json.loads(row["params"]).items()}
+        study.add_trial(
+            optuna.trial.create_trial(params=params, distributions=dists, values=values)
+        )
+    out: list[str] = []
+    if len(study.trials) < 2:
+        return out
+    plots = {
+        "optimization_history": lambda: ovm.plot_optimization_history(
+            study,
+            target=(lambda t: t.values[0]) if len(objectives) > 1 else None,
+            target_name=objectives[0].metric,
+        ),
+        "param_importances": lambda: ovm.plot_param_importances(
+            study,
+            target=(lambda t: t.values[0]) if len(objectives) > 1 else None,
+            target_name=objectives[0].metric,
+        ),
+        "parallel_coordinate": lambda: ovm.plot_parallel_coordinate(
+            study,
+            target=(lambda t: t.values[0]) if len(objectives) > 1 else None,
+            target_name=objectives[0].metric,
+        ),
+    }
+    if len(objectives) > 1:
+        plots["pareto_front"] = lambda: ovm.plot_pareto_front(
+            study, target_names=[o.metric for o in objectives]
+        )
+    for plot_name, make in plots.items():
+        try:
+            ax = make()
+            fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+            path = f"{sweep_dir}/{plot_name}.png"
+            fig.set_size_inches(9, 5)
+            fig.savefig(path, dpi=90, bbox_inches="tight")
+            plt.close(fig)
+            out.append(path)
+        except (
+            Exception
+        ) as exc:  # a plot that cannot be drawn (e.g. one param) must not fail the sweep
+            Path(f"{sweep_dir}/{plot_name}.skipped.txt").write_text(
+                f"{type(exc).__name__}: {exc}\n"
+            )
+    return out
+
+
+__all__ = ["ConfigError", "SweepResult", "apply_params", "check_sweep", "run_tuning"]
