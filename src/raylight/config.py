@@ -266,6 +266,25 @@ class SchedulerConfig(_Strict):
     max_t: int | None = Field(None, ge=1)
 
 
+DOMAIN_TYPES = ("loguniform", "uniform", "quniform", "randint", "choice", "grid")
+
+
+def _flatten_space(node: Any, prefix: str = "") -> dict[str, Any]:
+    """``{model: {lr: {type: ...}}}`` and ``{"model.lr": {type: ...}}`` both mean key model.lr.
+
+    YAML files read best with dotted keys; Hydra command-line overrides can only add nested ones
+    (``+tune.space.model.dropout={type: uniform, low: 0, high: 0.3}``).
+    """
+    out: dict[str, Any] = {}
+    if not isinstance(node, dict):
+        return {prefix.rstrip("."): node}
+    if node.get("type") in DOMAIN_TYPES or not node:
+        return {prefix.rstrip("."): node} if prefix else {}
+    for k, v in node.items():
+        out.update(_flatten_space(v, f"{prefix}{k}."))
+    return out
+
+
 class TuneSettings(_Strict):
     name: str | None = None
     metric: str = "val_loss"
@@ -280,6 +299,13 @@ class TuneSettings(_Strict):
     restart_errored: bool = False
     top_k: int = Field(5, ge=1)
     resume: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flatten(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("space"), dict):
+            data = {**data, "space": _flatten_space(data["space"])}
+        return data
 
     def objective_list(self) -> list[Objective]:
         return list(self.objectives) or [Objective(metric=self.metric, mode=self.mode)]
@@ -532,9 +558,13 @@ def _partial(model: type[BaseModel], node: Any) -> Any:
         return None
 
 
-def validate(plain: dict[str, Any], problems: Sequence[tuple[str, str]] = ()) -> TrainConfig:
-    """Validate a composed training config; raise one ConfigError listing every problem."""
-    problems = list(problems)
+def _validate_collect(plain: dict[str, Any]) -> tuple[TrainConfig | None, list[tuple[str, str]]]:
+    """Schema-parse and semantically check a training config without raising.
+
+    Returns:
+        The parsed config (None when the schema itself fails) and every problem found.
+    """
+    problems: list[tuple[str, str]] = []
     try:
         cfg = TrainConfig.model_validate(_strip_missing(plain))
     except ValidationError as exc:
@@ -545,20 +575,25 @@ def validate(plain: dict[str, Any], problems: Sequence[tuple[str, str]] = ()) ->
             problems += _check_data(data)
         if isinstance(plain.get("model"), dict):
             problems += _check_model(plain["model"])
-        scaling, cluster = (
-            _partial(ScalingConfig, plain.get("scaling")),
-            _partial(ClusterConfig, plain.get("cluster")),
-        )
+        scaling = _partial(ScalingConfig, plain.get("scaling"))
+        cluster = _partial(ClusterConfig, plain.get("cluster"))
         if scaling is not None and cluster is not None:
             problems += _check_resources(scaling, cluster)
-        raise ConfigError(_dedupe(problems)) from None
+        return None, problems
     problems += _check_data(cfg.data)
     problems += _check_model(cfg.model)
     problems += _check_resources(cfg.scaling, cfg.cluster)
     if cfg.resume is not None and not _exists(cfg.resume):
         problems.append(("resume", f"{cfg.resume!r} does not exist"))
-    if problems:
-        raise ConfigError(_dedupe(problems))
+    return cfg, problems
+
+
+def validate(plain: dict[str, Any], problems: Sequence[tuple[str, str]] = ()) -> TrainConfig:
+    """Validate a composed training config; raise one ConfigError listing every problem."""
+    cfg, found = _validate_collect(plain)
+    all_problems = [*problems, *found]
+    if all_problems or cfg is None:
+        raise ConfigError(_dedupe(all_problems))
     return cfg
 
 
@@ -613,21 +648,30 @@ def load_tune_config(
     """Compose + validate a sweep: the training config, the search space, and the search."""
     plain, problems = compose(overrides, config_name=config_name, config_dir=config_dir)
     problems = list(problems)
-    tune_plain = plain.pop("tune", {}) if isinstance(plain, dict) else {}
+    tune_plain = dict(plain.pop("tune", {}) or {}) if isinstance(plain, dict) else {}
+    # Each domain on its own, so one bad domain does not hide the others' problems.
+    raw_space = _flatten_space(tune_plain.get("space") or {})
+    good_space = {}
+    for key, dom in raw_space.items():
+        try:
+            Domain.model_validate(_strip_missing(dom) if isinstance(dom, dict) else dom)
+            good_space[key] = dom
+        except ValidationError as exc:
+            problems += [(f"tune.space.{key}", e["msg"]) for e in exc.errors()]
     settings: TuneSettings | None = None
     try:
-        settings = TuneSettings.model_validate(_strip_missing(tune_plain or {}))
+        settings = TuneSettings.model_validate(_strip_missing({**tune_plain, "space": good_space}))
     except ValidationError as exc:
         problems += _pydantic_problems(exc, prefix="tune.")
-    train_cfg: TrainConfig | None = None
-    try:
-        train_cfg = validate(plain)
-    except ConfigError as exc:
-        problems += exc.problems
+    train_cfg, train_problems = _validate_collect(plain)
+    problems += train_problems
     if settings is not None and train_cfg is not None:
         from raylight.tune import check_sweep
 
-        problems += check_sweep(train_cfg, settings)
+        found = check_sweep(train_cfg, settings)
+        if raw_space and not good_space:
+            found = [p for p in found if p[0] != "tune.space"]
+        problems += found
     if problems:
         raise ConfigError(_dedupe(problems))
     assert settings is not None and train_cfg is not None

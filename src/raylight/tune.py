@@ -27,6 +27,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
 from raylight.config import ConfigError, Domain, TrainConfig, TuneRunConfig, TuneSettings
 
 if TYPE_CHECKING:
@@ -107,19 +109,16 @@ def check_sweep(cfg: TrainConfig, s: TuneSettings) -> list[tuple[str, str]]:
             )
         samples[key] = dom.sample()
     # Validate a trial config built from the first value of every domain (types, ranges, model args).
-    if samples and not problems:
+    if samples:
+        # Keys that are not hyperparameters were reported above; the rest must make a valid
+        # trial config (types, ranges, model constructor arguments).
         trial = apply_params(plain, samples)
         try:
             trial_cfg = TrainConfig.model_validate(trial)
             for k, msg in _check_model(trial_cfg.model):
-                problems.append(
-                    (
-                        f"tune.space.{k}" if k.removeprefix("model.") and f"{k}" in s.space else k,
-                        msg,
-                    )
-                )
-        except Exception as exc:
-            errs = _pydantic_problems(exc) if hasattr(exc, "errors") else [("tune.space", str(exc))]
+                problems.append((f"tune.space.{k}" if k in s.space else k, msg))
+        except ValidationError as exc:
+            errs = _pydantic_problems(exc)
             problems += [(f"tune.space.{k}" if k in s.space else k, m) for k, m in errs]
     known = reported_metrics(cfg)
     for i, obj in enumerate(s.objective_list()):

@@ -1,0 +1,113 @@
+"""Sweeps on a real local Ray: ASHA stops trials early without stalling the rest, the best config
+retrains to the same metric, and a sweep whose driver is SIGKILLed resumes without rerunning."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from raylight.cli import app
+from raylight.config import load_train_config, load_tune_config
+from raylight.train import run_training
+from raylight.tune import run_tuning
+
+pytestmark = pytest.mark.integration
+
+SWEEP = ["experiment=penguins_mlp", "hparams_search=penguins_optuna", "cluster.auth_mode=disabled"]
+
+
+def test_asha_sweep_completes_and_best_config_retrains(ray_session, outdir: Path) -> None:
+    cfg = load_tune_config(
+        [
+            *SWEEP,
+            f"output_dir={outdir}",
+            "tune.name=asha",
+            "tune.num_samples=6",
+            "tune.scheduler.reduction_factor=2",
+        ]
+    )
+    started = time.time()
+    res = run_tuning(cfg)
+    elapsed = time.time() - started
+    t = res.trials
+    assert len(t) == 6 and (t["status"] != "ERROR").all(), t
+    # ASHA stopped at least one trial early, and the trials after it still ran (no stall).
+    assert (t["status"] == "EARLY_STOPPED").sum() >= 1, t[["trial_id", "status", "epochs"]]
+    assert (t["status"] == "COMPLETED").sum() >= 1
+    assert elapsed < 240, f"sweep took {elapsed:.0f}s: stalled?"
+    sweep = Path(res.sweep_dir)
+    assert len(pd.read_parquet(sweep / "trials.parquet")) == 6 and (sweep / "trials.csv").is_file()
+    assert {Path(p).name for p in res.plots} >= {
+        "optimization_history.png",
+        "parallel_coordinate.png",
+    }
+
+    # The exported config is complete: `raylight train --config-path best --config-name config`.
+    best_val = res.best["metrics"]["val_loss"]
+    retrain = load_train_config(
+        [f"output_dir={outdir}", "run_name=retrain", "cluster.auth_mode=disabled"],
+        config_name="config",
+        config_dir=Path(res.best_config_path).parent,
+    )
+    again = run_training(retrain)
+    # Same seed, same data, same single-worker loop: equal up to float reduction order.
+    assert again.metrics["val_loss"] == pytest.approx(best_val, rel=1e-4)
+    assert again.test_metrics["accuracy"] == pytest.approx(res.best["test"]["accuracy"], abs=1e-9)
+
+
+def _finished_trials(sweep: Path, epochs: int) -> dict[str, int]:
+    out = {}
+    for f in sweep.glob("*/result.json"):
+        n = sum(1 for line in f.read_text().splitlines() if line.strip())
+        out[f.parent.name] = n
+    return {k: v for k, v in out.items() if v >= epochs}
+
+
+def test_sweep_resumes_after_the_driver_is_killed(ray_session, outdir: Path) -> None:
+    epochs = 4
+    args = [*SWEEP, f"output_dir={outdir}", "tune.name=killed", "tune.num_samples=5", "tune.scheduler.type=none",
+            f"trainer.max_epochs={epochs}", "tune.max_concurrent_trials=1"]  # fmt: skip
+    raytmp = tempfile.mkdtemp(prefix="rlk")  # short: Ray's socket paths have a length limit
+    env = {**os.environ, "RAY_TMPDIR": raytmp}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "raylight.cli", "tune", *args],
+        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    sweep = outdir / "sweeps" / "killed"
+    try:
+        deadline = time.time() + 240
+        while len(_finished_trials(sweep, epochs)) < 2:
+            assert proc.poll() is None, "the sweep ended before it could be killed"
+            assert time.time() < deadline, "no trial finished in time"
+            time.sleep(0.5)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        # Ray's own daemons of the killed driver (same temp dir) must not keep running.
+        subprocess.run(["pkill", "-9", "-f", raytmp], check=False)
+    before = _finished_trials(sweep, epochs)
+    assert len(before) >= 2
+
+    res = CliRunner().invoke(app, ["tune", f"resume={sweep}"])
+    assert res.exit_code == 0, res.output
+    after = {
+        f.parent.name: sum(1 for line in f.read_text().splitlines() if line.strip())
+        for f in sweep.glob("*/result.json")
+    }
+    for trial, n in before.items():
+        assert after[trial] == n, f"finished trial {trial} was rerun ({n} → {after[trial]} results)"
+    trials = pd.read_csv(sweep / "trials.csv")
+    assert len(trials) == 5 and (trials["status"] == "COMPLETED").all(), trials
+    assert json.loads((sweep / "best" / "best.json").read_text())["trial_id"] in set(
+        trials["trial_id"]
+    )

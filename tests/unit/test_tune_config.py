@@ -1,0 +1,74 @@
+"""Sweep definitions: every bad input is reported before any trial starts; TPE is seeded."""
+
+from __future__ import annotations
+
+import pytest
+
+from raylight.config import ConfigError, load_tune_config
+
+BASE = ["experiment=penguins_mlp", "hparams_search=penguins_optuna"]
+
+
+def test_shipped_sweeps_validate() -> None:
+    for search in ("penguins_optuna", "adult_optuna"):
+        cfg = load_tune_config([f"hparams_search={search}"])
+        assert cfg.tune.space and cfg.tune.objective_list()[0].metric == "val_loss"
+
+
+def test_every_bad_input_is_listed() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_tune_config(
+            [
+                *BASE,
+                "+tune.space.model.lrr={type: uniform, low: 0.1, high: 0.2}",  # unknown model arg
+                "+tune.space.trainer.bogus={type: uniform, low: 0.1, high: 0.2}",  # unknown key
+                "+tune.space.model.dropout={type: choice, values: []}",  # empty choice
+                "+tune.space.model.weight_decay={type: uniform, low: 0.5, high: 0.1}",  # low >= high
+                "+tune.space.trainer.gradient_clip_val={type: loguniform, low: 0, high: 1}",  # log bound <= 0
+                "tune.metric=val_f1",  # never reported
+                "scaling.num_workers=4",  # beyond the local cluster
+                "cluster.num_cpus=2",
+            ]
+        )
+    msg = str(info.value)
+    problems = dict(info.value.problems)
+    assert "unknown argument" in problems["tune.space.model.lrr"]
+    assert "unknown key" in problems["tune.space.trainer.bogus"]
+    assert "non-empty" in msg
+    assert "must be below high" in msg
+    assert "positive bounds" in msg
+    assert "never reports 'val_f1'" in problems["tune.metric"]
+    assert "scaling.num_workers" in problems
+
+
+def test_grid_domain_needs_grid_or_random_search() -> None:
+    with pytest.raises(ConfigError, match="grid domains need"):
+        load_tune_config([*BASE, "+tune.space.model.dropout={type: grid, values: [0.0, 0.1]}"])
+    cfg = load_tune_config(
+        [*BASE, "tune.search=grid", "+tune.space.model.dropout={type: grid, values: [0.0, 0.1]}"]
+    )
+    assert cfg.tune.space["model.dropout"].type == "grid"
+
+
+def test_only_batch_size_of_data_can_be_searched() -> None:
+    with pytest.raises(ConfigError, match=r"only data\.batch_size"):
+        load_tune_config(
+            [*BASE, "+tune.space.data.max_categories={type: randint, low: 2, high: 9}"]
+        )
+
+
+def test_seeded_tpe_proposes_the_same_first_configs() -> None:
+    from raylight.tune import searcher, tune_domain
+
+    cfg = load_tune_config(BASE)
+
+    def proposals(seed: int) -> list[dict]:
+        alg = searcher(cfg.tune, seed)
+        alg.set_search_properties(
+            cfg.tune.metric, cfg.tune.mode, {k: tune_domain(d) for k, d in cfg.tune.space.items()}
+        )
+        return [alg.suggest(f"t{i}") for i in range(4)]
+
+    a, b, c = proposals(7), proposals(7), proposals(8)
+    assert a == b
+    assert a != c
