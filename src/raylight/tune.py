@@ -120,6 +120,18 @@ def check_sweep(cfg: TrainConfig, s: TuneSettings) -> list[tuple[str, str]]:
         except ValidationError as exc:
             errs = _pydantic_problems(exc)
             problems += [(f"tune.space.{k}" if k in s.space else k, m) for k, m in errs]
+    if cfg.scaling.num_workers > 1 and cfg.cluster.mode == "local":
+        import os
+
+        cpus = cfg.cluster.num_cpus or os.cpu_count() or 1
+        need = cfg.scaling.num_workers * cfg.scaling.cpus_per_worker + 0.01
+        if need > cpus:
+            problems.append((
+                "scaling.cpus_per_worker",
+                f"a {cfg.scaling.num_workers}-worker trial needs {need:g} CPUs (its workers plus 0.01 for the "
+                f"trial's driver function) but the local cluster has {cpus}; lower scaling.cpus_per_worker "
+                "(e.g. 0.9) or use scaling.num_workers=1",
+            ))  # fmt: skip
     known = reported_metrics(cfg)
     for i, obj in enumerate(s.objective_list()):
         key = "tune.metric" if not s.objectives else f"tune.objectives[{i}].metric"
@@ -265,7 +277,11 @@ def in_process_trial(
 
 
 def trainer_trial(
-    params: dict[str, Any], base: dict[str, Any], data: PreparedData, storage: str
+    params: dict[str, Any],
+    base: dict[str, Any],
+    data: PreparedData,
+    space: dict[str, Any],
+    storage: str,
 ) -> None:
     """Tune driver function for a multi-worker trial: its own TorchTrainer, named after the trial."""
     from ray import tune
@@ -275,6 +291,7 @@ def trainer_trial(
 
     ctx = tune.get_context()
     trial_id = ctx.get_trial_id()
+    params = decode_params(params, {k: Domain.model_validate(d) for k, d in space.items()})
     cfg, plain = _trial_plain(base, params, data, trial_id, ctx.get_trial_dir())
     # Same name + storage on restore: Ray Train resumes this trial from its last checkpoint.
     torch_trainer(
@@ -372,11 +389,12 @@ def run_tuning(cfg: TuneRunConfig, announce: Any = None) -> SweepResult:
         trainable = tune.with_resources(trainable, per_trial)
     else:
         trainable = tune.with_parameters(
-            trainer_trial, base=base, data=data, storage=sweep_dir + "/train"
+            trainer_trial, base=base, data=data, space=space_plain, storage=sweep_dir + "/train"
         )
         # The trial's own TorchTrainer reserves the workers; the driver function needs ~nothing.
         trainable = tune.with_resources(trainable, {"CPU": 0.01})
         per_trial = {k: v * cfg.scaling.num_workers for k, v in per_trial.items()}
+        per_trial["CPU"] += 0.01
 
     objectives = s.objective_list()
     first = objectives[0]
