@@ -21,9 +21,11 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-## The main pipeline on an embedded local Ray: Adult income, 2-worker DDP MLP, bundle, metrics.
+## The main pipeline on an embedded local Ray: Adult income, 2-worker DDP MLP, bundle, metrics;
+## then a 12-trial TPE + ASHA sweep over it, exporting the best config and bundle.
 demo: setup
 	$(BIN)/raylight train experiment=adult_mlp
+	$(BIN)/raylight tune experiment=adult_mlp hparams_search=adult_optuna
 
 ## The default test suite (real local Ray; no slow tests).
 test: setup

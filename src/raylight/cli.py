@@ -22,7 +22,8 @@ app = typer.Typer(
     help="Distributed training, tuning and serving on Ray, driven by one Hydra config.",
     pretty_exceptions_enable=False,
 )
-console = Console(highlight=False, soft_wrap=True)
+# Piped output (CI logs, `| tee`) would default to 80 columns and crush the tables.
+console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 _EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
