@@ -113,21 +113,7 @@ def train(
     except BadDataError as exc:
         err.print(f"[bold red]bad data:[/] {exc}", soft_wrap=True)
         raise typer.Exit(1) from None
-    console.print(
-        _metrics_table(f"test metrics ({res.test_metrics.get('n', 0):,} rows)", res.test_metrics)
-    )
-    t = res.timings
-    console.print(
-        f"[dim]data {t['data_s']:.1f}s · train {t['train_s']:.1f}s · bundle+eval {t['bundle_eval_s']:.1f}s · total {t['total_s']:.1f}s[/]"
-    )
-    console.print(f"[bold green]bundle[/]  {res.bundle_path}")
-    console.print(
-        f"[bold]run dir[/] {res.run_dir}  (config.yaml, data_summary.json, logs/metrics.csv, train/ checkpoints)"
-    )
-    if res.data_summary.get("quarantine_path"):
-        console.print(
-            f"[yellow]quarantine[/] {res.data_summary['bad']} bad row(s) with reasons in {res.data_summary['quarantine_path']}"
-        )
+    print_training(res)
 
 
 @app.command(context_settings=_EXTRA)
@@ -157,19 +143,38 @@ def tune(
     assert isinstance(cfg, TuneRunConfig)
     from raylight.cluster import session
     from raylight.data.pipeline import BadDataError
-    from raylight.tune import run_tuning
+    from raylight.tune import run_tuning, sweep_cluster
 
-    cluster_cfg = cfg.cluster
-    if cfg.scaling.num_workers > 1 and cluster_cfg.mode == "local":
-        # Multi-worker trials: ASHA-stopped trials' placement groups are freed through the
-        # State API, which needs the dashboard (DESIGN.md); keep it on 127.0.0.1.
-        cluster_cfg = cluster_cfg.model_copy(update={"include_dashboard": True})
     try:
-        with session(cluster_cfg):
+        with session(sweep_cluster(cfg)):
             res = run_tuning(cfg, announce=_announce)
     except BadDataError as exc:
         err.print(f"[bold red]bad data:[/] {exc}", soft_wrap=True)
         raise typer.Exit(1) from None
+    print_sweep(cfg, res)
+
+
+def print_training(res: Any) -> None:
+    """The end-of-run report: test metrics, timings, where the bundle and logs are."""
+    console.print(
+        _metrics_table(f"test metrics ({res.test_metrics.get('n', 0):,} rows)", res.test_metrics)
+    )
+    t = res.timings
+    console.print(
+        f"[dim]data {t['data_s']:.1f}s · train {t['train_s']:.1f}s · bundle+eval {t['bundle_eval_s']:.1f}s · total {t['total_s']:.1f}s[/]"
+    )
+    console.print(f"[bold green]bundle[/]  {res.bundle_path}")
+    console.print(
+        f"[bold]run dir[/] {res.run_dir}  (config.yaml, data_summary.json, logs/metrics.csv, train/ checkpoints)"
+    )
+    if res.data_summary.get("quarantine_path"):
+        console.print(
+            f"[yellow]quarantine[/] {res.data_summary['bad']} bad row(s) with reasons in {res.data_summary['quarantine_path']}"
+        )
+
+
+def print_sweep(cfg: Any, res: Any) -> None:
+    """The end-of-sweep report: top-k table, counts, Pareto front, best trial, paths."""
     metric, mode = cfg.tune.objective_list()[0].metric, cfg.tune.objective_list()[0].mode
     top = res.trials.sort_values(f"best_{metric}", ascending=mode == "min").head(cfg.tune.top_k)
     table = Table(

@@ -647,7 +647,13 @@ def load_tune_config(
 ) -> TuneRunConfig:
     """Compose + validate a sweep: the training config, the search space, and the search."""
     plain, problems = compose(overrides, config_name=config_name, config_dir=config_dir)
+    return validate_tune(plain, problems)
+
+
+def validate_tune(plain: dict[str, Any], problems: Sequence[tuple[str, str]] = ()) -> TuneRunConfig:
+    """Validate a composed sweep config (training config + ``tune``); every problem at once."""
     problems = list(problems)
+    plain = dict(plain)
     tune_plain = dict(plain.pop("tune", {}) or {}) if isinstance(plain, dict) else {}
     # Each domain on its own, so one bad domain does not hide the others' problems.
     raw_space = _flatten_space(tune_plain.get("space") or {})

@@ -329,6 +329,17 @@ def _sweep_paths(cfg: TuneRunConfig) -> tuple[str, str]:
     return name, f"{root.rstrip('/')}/sweeps/{name}"
 
 
+def sweep_cluster(cfg: TuneRunConfig) -> Any:
+    """The cluster config a sweep runs with.
+
+    Multi-worker trials: ASHA-stopped trials' placement groups are freed through the State API,
+    which needs the dashboard (DESIGN.md's measured pitfall); it stays on 127.0.0.1.
+    """
+    if cfg.scaling.num_workers > 1 and cfg.cluster.mode == "local":
+        return cfg.cluster.model_copy(update={"include_dashboard": True})
+    return cfg.cluster
+
+
 def _concurrency(cfg: TuneRunConfig, per_trial: dict[str, float]) -> int:
     import ray
 

@@ -111,3 +111,36 @@ def test_sweep_resumes_after_the_driver_is_killed(ray_session, outdir: Path) -> 
     assert json.loads((sweep / "best" / "best.json").read_text())["trial_id"] in set(
         trials["trial_id"]
     )
+
+
+def test_hydra_sweeper_plugin_runs_a_tune_sweep(tmp_path: Path) -> None:
+    """`raylight-hydra -m hydra/sweeper=raylight ...`: Hydra multirun handed to Ray Tune."""
+    out = tmp_path / "out"
+    raytmp = tempfile.mkdtemp(prefix="rlh")
+    cmd = [sys.executable, "-m", "raylight.hydra_app", "-m", "hydra/sweeper=raylight", *SWEEP,
+           "tune.num_samples=3", "trainer.max_epochs=2", "tune.name=hy", f"output_dir={out}",
+           f"hydra.sweep.dir={tmp_path / 'multirun'}"]  # fmt: skip
+    try:
+        proc = subprocess.run(
+            cmd,
+            env={**os.environ, "RAY_TMPDIR": raytmp},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=tmp_path,
+        )
+    finally:
+        subprocess.run(["pkill", "-9", "-f", raytmp], check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    trials = pd.read_csv(out / "sweeps" / "hy" / "trials.csv")
+    assert len(trials) == 3 and (trials["status"] != "ERROR").all()
+    assert (out / "sweeps" / "hy" / "best" / "config.yaml").is_file()
+
+    bad = subprocess.run(
+        [*cmd[:-3], "model.lr=0.1,0.01", f"output_dir={out}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert bad.returncode != 0 and "tune.space" in bad.stderr + bad.stdout
