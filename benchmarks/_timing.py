@@ -9,6 +9,9 @@ A step is the interval from just before the model sees a batch (the batch alread
 just after the optimizer step. The time between steps is data loading plus loop bookkeeping.
 Lightning paths also record events (fit start, validation, epoch start/end) so the time between
 epochs and before the first step can be broken down.
+
+:class:`EpochClock` (``tune_efficiency.py``) only stamps the wall time of each validated epoch
+of each Tune trial.
 """
 
 from __future__ import annotations
@@ -262,3 +265,38 @@ def summarize(
         "steady_epochs": per_epoch,
         "total_steps": len(steps),
     }
+
+
+class EpochClock(pl.Callback):
+    """Lightning callback: one JSON line per validated epoch with its wall-clock time.
+
+    Ray Tune's own per-result ``timestamp`` has whole-second resolution, too coarse for
+    "wall time until the first trial reaches a target"; this records ``time.time()`` when an
+    epoch's validation ends, just before raylight's report callback checkpoints and reports it
+    in ``on_train_epoch_end``. Recording before the report matters: when ASHA stops a trial at
+    that report, the trial's thread never returns from it.
+
+    Args:
+        out_dir: Directory for the records; one ``<trial id>.jsonl`` per Tune trial (the
+            process id outside Tune). Lines: ``{"trial_id", "epoch", "t"}``, epoch 0-based.
+    """
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = out_dir
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.global_rank != 0:
+            return
+        t = time.time()
+        trial_id = None
+        try:
+            from ray import tune
+
+            trial_id = tune.get_context().get_trial_id()
+        except Exception:  # not inside a Tune trial: fall back to the process id
+            trial_id = None
+        path = Path(self.out_dir) / f"{trial_id or os.getpid()}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rec = {"trial_id": trial_id, "epoch": trainer.current_epoch, "t": t}
+        with path.open("a") as f:
+            f.write(json.dumps(rec) + "\n")

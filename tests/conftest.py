@@ -15,6 +15,7 @@ ROOT = TESTS.parent
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "30")
 sys.path.insert(0, str(TESTS))
 
 

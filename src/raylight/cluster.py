@@ -28,6 +28,9 @@ def _quiet_env(cluster: ClusterConfig) -> None:
     # Lightning's and Ray Train's own hints about these are noise for our users.
     os.environ.setdefault("RAY_TRAIN_ENABLE_STATE_TRACKING", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    # Sweeps reuse trial processes; give a stopped trial's thread time to exit before Tune
+    # gives up on reusing its process (default 2 s).
+    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "30")
 
 
 def init(cluster: ClusterConfig, runtime_env: dict[str, Any] | None = None) -> bool:

@@ -340,6 +340,27 @@ def sweep_cluster(cfg: TuneRunConfig) -> Any:
     return cfg.cluster
 
 
+def _require_state_api() -> None:
+    """Multi-worker trials need Ray's State API (served by the dashboard).
+
+    When the scheduler stops a trial, Ray Train frees its workers' placement group through the
+    State API; without it the CPUs stay reserved and the next trial waits forever (measured:
+    DESIGN.md, and a stalled sweep in this repo's slow test when the dashboard was off).
+    """
+    from raylight.config import ConfigError
+
+    try:
+        from ray.util.state import list_placement_groups
+
+        list_placement_groups(limit=1, timeout=10, raise_on_missing_output=False)
+    except Exception as exc:
+        raise ConfigError([(
+            "scaling.num_workers",
+            "multi-worker sweep trials need Ray's State API (start the cluster with the dashboard, "
+            f"e.g. cluster.include_dashboard=true, which raylight does for its embedded cluster): {exc}",
+        )]) from None  # fmt: skip
+
+
 def _concurrency(cfg: TuneRunConfig, per_trial: dict[str, float]) -> int:
     import ray
 
@@ -395,6 +416,8 @@ def run_tuning(cfg: TuneRunConfig, announce: Any = None) -> SweepResult:
     per_trial: dict[str, float] = {"CPU": cfg.scaling.cpus_per_worker}
     if cfg.scaling.use_gpu:
         per_trial["GPU"] = cfg.scaling.gpus_per_worker or 1
+    if cfg.scaling.num_workers > 1:
+        _require_state_api()
     if cfg.scaling.num_workers == 1:
         trainable = tune.with_parameters(in_process_trial, base=base, data=data, space=space_plain)
         trainable = tune.with_resources(trainable, per_trial)
@@ -445,6 +468,10 @@ def run_tuning(cfg: TuneRunConfig, announce: Any = None) -> SweepResult:
                 scheduler=scheduler,
                 num_samples=s.num_samples,
                 max_concurrent_trials=concurrency,
+                # One-worker trials run in the trial process: reusing it skips a process start and
+                # the torch/Lightning imports per trial (benchmarks/tune_overhead.py: 2.4 s →
+                # 0.2 s per trial). Multi-worker trials own a TorchTrainer: fresh actors.
+                reuse_actors=cfg.scaling.num_workers == 1,
             ),
             run_config=tune.RunConfig(
                 name=sweep_name,

@@ -144,3 +144,44 @@ def test_hydra_sweeper_plugin_runs_a_tune_sweep(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert bad.returncode != 0 and "tune.space" in bad.stderr + bad.stdout
+
+
+@pytest.mark.slow
+def test_multi_worker_trials_stopped_by_asha_do_not_stall(tmp_path: Path) -> None:
+    """Each trial its own 2-worker TorchTrainer (Tuner(driver_fn)); ASHA stops some; all end.
+
+    Runs the CLI in its own process: its embedded cluster has the dashboard on (127.0.0.1), which
+    Ray Train needs to free a stopped trial's placement group (DESIGN.md).
+    """
+    out = tmp_path / "out"
+    raytmp = tempfile.mkdtemp(prefix="rlm")
+    cmd = [sys.executable, "-m", "raylight.cli", "tune", *SWEEP, f"output_dir={out}", "tune.name=mw",
+           "scaling.num_workers=2", "scaling.cpus_per_worker=0.9", "trainer.max_epochs=3", "tune.search=grid", "tune.num_samples=1",
+           # A good learning rate first, then two hopeless ones: ASHA must stop those at epoch 1
+           # and the sweep must go on to the next trial (the stall this guards against).
+           "~tune.space", "+tune.space={model: {lr: {type: grid, values: [0.02, 0.00001, 0.00002]}}}",
+           "tune.scheduler.reduction_factor=2", "tune.max_concurrent_trials=1"]  # fmt: skip
+    try:
+        proc = subprocess.run(
+            cmd,
+            env={**os.environ, "RAY_TMPDIR": raytmp},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    finally:
+        subprocess.run(["pkill", "-9", "-f", raytmp], check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    t = pd.read_csv(out / "sweeps" / "mw" / "trials.csv")
+    assert len(t) == 3 and (t["status"] != "ERROR").all(), t
+    assert (t["status"] == "EARLY_STOPPED").sum() >= 1, t[["trial_id", "status", "epochs"]]
+
+
+def test_multi_worker_trials_refused_without_the_state_api(ray_session, outdir: Path) -> None:
+    """The session cluster has no dashboard: a multi-worker sweep must fail fast, not stall."""
+    from raylight.config import ConfigError
+
+    cfg = load_tune_config([*SWEEP, f"output_dir={outdir}", "tune.name=nostate", "scaling.num_workers=2",
+                            "scaling.cpus_per_worker=0.9", "tune.num_samples=2"])  # fmt: skip
+    with pytest.raises(ConfigError, match="State API"):
+        run_tuning(cfg)
