@@ -41,6 +41,8 @@ lint: setup
 
 bench: setup
 	$(BIN)/python benchmarks/train_overhead.py
+	$(BIN)/python benchmarks/tune_overhead.py --variants ray_defaults,raylight
+	$(BIN)/python benchmarks/tune_efficiency.py
 
 clean:
 	rm -rf outputs .pytest_cache .ruff_cache

@@ -92,3 +92,14 @@ def write_results_md(results_dir: Path = RESULTS_DIR, md_path: Path = RESULTS_MD
     ]
     md_path.write_text("\n".join(lines))
     return len(rows)
+
+
+def save_result(result: dict[str, Any], name: str) -> Path:
+    """Write ``results/<name>.json``, regenerate ``RESULTS.md`` and say where both are."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    out = RESULTS_DIR / f"{name}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_results_md()
+    root = RESULTS_DIR.parent.parent
+    print(f"wrote {out.relative_to(root)} and {RESULTS_MD.relative_to(root)}")
+    return out

@@ -42,7 +42,11 @@ from pathlib import Path
 from typing import Any
 
 # The script's directory is on sys.path when run as a script; these are the sibling helpers.
-from _results import RESULTS_DIR, RESULTS_MD, machine_info, machine_line, write_results_md
+from _results import (
+    machine_info,
+    machine_line,
+    save_result,
+)
 from _timing import StepLog, StepTimer, summarize
 
 from raylight.config import TrainConfig, load_train_config
@@ -458,13 +462,7 @@ def main(argv: list[str] | None = None) -> int:
             + (f", {torch.cuda.get_device_name(0)}" if args.device == "cuda" else ""),
         },
     }
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / f"{name}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    write_results_md()
-    print(
-        f"wrote {out.relative_to(BENCH_DIR.parent)} and {RESULTS_MD.relative_to(BENCH_DIR.parent)}"
-    )
+    save_result(result, name)
     return 0
 
 

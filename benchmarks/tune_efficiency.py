@@ -65,7 +65,11 @@ from pathlib import Path
 from typing import Any
 
 # The script's directory is on sys.path when run as a script; this is the sibling helper.
-from _results import RESULTS_DIR, RESULTS_MD, machine_info, machine_line, write_results_md
+from _results import (
+    machine_info,
+    machine_line,
+    save_result,
+)
 
 from raylight.config import TuneRunConfig, load_tune_config
 
@@ -489,13 +493,7 @@ def main(argv: list[str] | None = None) -> int:
             "machine": machine_line(info),
         },
     }  # fmt: skip
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / f"{args.out}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    write_results_md()
-    print(
-        f"wrote {out.relative_to(BENCH_DIR.parent)} and {RESULTS_MD.relative_to(BENCH_DIR.parent)}"
-    )
+    save_result(result, args.out)
     return 0
 
 

@@ -47,7 +47,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import shutil
@@ -62,7 +61,11 @@ from pathlib import Path
 from typing import Any
 
 # The script's directory is on sys.path when run as a script; this is the sibling helper.
-from _results import RESULTS_DIR, RESULTS_MD, machine_info, machine_line, write_results_md
+from _results import (
+    machine_info,
+    machine_line,
+    save_result,
+)
 
 BENCH_DIR = Path(__file__).resolve().parent
 NAME = "tune_overhead"
@@ -443,13 +446,7 @@ def main(argv: list[str] | None = None) -> int:
             "machine": machine_line(info),
         },
     }
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / f"{args.out}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    write_results_md()
-    print(
-        f"wrote {out.relative_to(BENCH_DIR.parent)} and {RESULTS_MD.relative_to(BENCH_DIR.parent)}"
-    )
+    save_result(result, args.out)
     return 0
 
 

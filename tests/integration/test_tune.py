@@ -65,6 +65,24 @@ def test_asha_sweep_completes_and_best_config_retrains(ray_session, outdir: Path
     assert again.test_metrics["accuracy"] == pytest.approx(res.best["test"]["accuracy"], abs=1e-9)
 
 
+def _run_own_ray(
+    cmd: list[str], timeout: int, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
+    """Run a raylight command that starts its own embedded Ray; stop that Ray's daemons after."""
+    raytmp = tempfile.mkdtemp(prefix="rl")  # short: Ray's socket paths have a length limit
+    try:
+        return subprocess.run(
+            cmd,
+            env={**os.environ, "RAY_TMPDIR": raytmp},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=cwd,
+        )
+    finally:
+        subprocess.run(["pkill", "-9", "-f", raytmp], check=False)
+
+
 def _finished_trials(sweep: Path, epochs: int) -> dict[str, int]:
     out = {}
     for f in sweep.glob("*/result.json"):
@@ -116,21 +134,10 @@ def test_sweep_resumes_after_the_driver_is_killed(ray_session, outdir: Path) -> 
 def test_hydra_sweeper_plugin_runs_a_tune_sweep(tmp_path: Path) -> None:
     """`raylight-hydra -m hydra/sweeper=raylight ...`: Hydra multirun handed to Ray Tune."""
     out = tmp_path / "out"
-    raytmp = tempfile.mkdtemp(prefix="rlh")
     cmd = [sys.executable, "-m", "raylight.hydra_app", "-m", "hydra/sweeper=raylight", *SWEEP,
            "tune.num_samples=3", "trainer.max_epochs=2", "tune.name=hy", f"output_dir={out}",
            f"hydra.sweep.dir={tmp_path / 'multirun'}"]  # fmt: skip
-    try:
-        proc = subprocess.run(
-            cmd,
-            env={**os.environ, "RAY_TMPDIR": raytmp},
-            capture_output=True,
-            text=True,
-            timeout=300,
-            cwd=tmp_path,
-        )
-    finally:
-        subprocess.run(["pkill", "-9", "-f", raytmp], check=False)
+    proc = _run_own_ray(cmd, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     trials = pd.read_csv(out / "sweeps" / "hy" / "trials.csv")
     assert len(trials) == 3 and (trials["status"] != "ERROR").all()
@@ -154,23 +161,13 @@ def test_multi_worker_trials_stopped_by_asha_do_not_stall(tmp_path: Path) -> Non
     Ray Train needs to free a stopped trial's placement group (DESIGN.md).
     """
     out = tmp_path / "out"
-    raytmp = tempfile.mkdtemp(prefix="rlm")
     cmd = [sys.executable, "-m", "raylight.cli", "tune", *SWEEP, f"output_dir={out}", "tune.name=mw",
            "scaling.num_workers=2", "scaling.cpus_per_worker=0.9", "trainer.max_epochs=3", "tune.search=grid", "tune.num_samples=1",
            # A good learning rate first, then two hopeless ones: ASHA must stop those at epoch 1
            # and the sweep must go on to the next trial (the stall this guards against).
            "~tune.space", "+tune.space={model: {lr: {type: grid, values: [0.02, 0.00001, 0.00002]}}}",
            "tune.scheduler.reduction_factor=2", "tune.max_concurrent_trials=1"]  # fmt: skip
-    try:
-        proc = subprocess.run(
-            cmd,
-            env={**os.environ, "RAY_TMPDIR": raytmp},
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-    finally:
-        subprocess.run(["pkill", "-9", "-f", raytmp], check=False)
+    proc = _run_own_ray(cmd, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     t = pd.read_csv(out / "sweeps" / "mw" / "trials.csv")
     assert len(t) == 3 and (t["status"] != "ERROR").all(), t
