@@ -211,7 +211,8 @@ def searcher(s: TuneSettings, seed: int) -> Any:
 
     objectives = s.objective_list()
     multi = len(objectives) > 1
-    sampler = optuna.samplers.TPESampler(seed=seed)
+    kwargs = {"n_startup_trials": s.startup_trials} if s.startup_trials else {}
+    sampler = optuna.samplers.TPESampler(seed=seed, **kwargs)
     return OptunaSearch(
         metric=[o.metric for o in objectives] if multi else objectives[0].metric,
         mode=[o.mode for o in objectives] if multi else objectives[0].mode,
