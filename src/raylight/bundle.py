@@ -218,7 +218,6 @@ class Bundle:
 
 def load(path: str) -> Bundle:
     """Load and verify a bundle; refuse anything malformed or tampered with a clear error."""
-    from safetensors import SafetensorError
     from safetensors.torch import load as load_weights
 
     manifest = read_manifest(path)
@@ -228,7 +227,7 @@ def load(path: str) -> Bundle:
         raise BundleError(f"{WEIGHTS} in {path} does not match bundle.json (checksum mismatch)")
     try:
         state = load_weights(weights)
-    except (SafetensorError, Exception) as exc:
+    except Exception as exc:  # safetensors raises its own and plain errors on garbage
         raise BundleError(f"{WEIGHTS} in {path} is not a valid safetensors file: {exc}") from exc
     try:
         pre = Preprocessor.from_dict(manifest["preprocessor"])

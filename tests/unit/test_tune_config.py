@@ -72,3 +72,36 @@ def test_seeded_tpe_proposes_the_same_first_configs() -> None:
     a, b, c = proposals(7), proposals(7), proposals(8)
     assert a == b
     assert a != c
+
+
+def test_pareto_front_keeps_only_non_dominated_trials() -> None:
+    import json
+
+    import pandas as pd
+
+    from raylight.config import Objective
+    from raylight.tune import pareto_front
+
+    trials = pd.DataFrame(
+        {
+            "trial_id": ["a", "b", "c", "d"],
+            "params": [json.dumps({"i": i}) for i in range(4)],
+            "last_val_loss": [0.30, 0.32, 0.31, 0.35],
+            "last_model_params": [5000.0, 1000.0, 6000.0, 900.0],
+        }
+    )
+    objs = [Objective(metric="val_loss", mode="min"), Objective(metric="model_params", mode="min")]
+    front = {p["trial_id"] for p in pareto_front(trials, objs)}
+    assert front == {"a", "b", "d"}  # c is worse than a on both
+
+
+def test_list_choices_survive_the_optuna_encoding() -> None:
+    from raylight.config import Domain
+    from raylight.tune import _categorical, decode_params
+
+    space = {
+        "model.hidden_dims": Domain(type="choice", values=[[64, 32], [16]]),
+        "model.lr": Domain(type="uniform", low=0.1, high=0.2),
+    }
+    encoded = {"model.hidden_dims": _categorical([64, 32]), "model.lr": 0.15}
+    assert decode_params(encoded, space) == {"model.hidden_dims": [64, 32], "model.lr": 0.15}
