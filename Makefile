@@ -22,10 +22,12 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 ## The main pipeline on an embedded local Ray: Adult income, 2-worker DDP MLP, bundle, metrics;
-## then a 12-trial TPE + ASHA sweep over it, exporting the best config and bundle.
+## then a 12-trial TPE + ASHA sweep over it, exporting the best config and bundle; then serve
+## the trained bundle with Ray Serve on 127.0.0.1 and query it over HTTP.
 demo: setup
 	$(BIN)/raylight train experiment=adult_mlp
 	$(BIN)/raylight tune experiment=adult_mlp hparams_search=adult_optuna
+	BIN=$(BIN) scripts/demo_serve.sh
 
 ## The default test suite (real local Ray; no slow tests).
 test: setup
@@ -43,6 +45,7 @@ bench: setup
 	$(BIN)/python benchmarks/train_overhead.py
 	$(BIN)/python benchmarks/tune_overhead.py --variants ray_defaults,raylight
 	$(BIN)/python benchmarks/tune_efficiency.py
+	$(BIN)/python benchmarks/serve_bench.py
 
 clean:
 	rm -rf outputs .pytest_cache .ruff_cache

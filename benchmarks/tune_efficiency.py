@@ -362,7 +362,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         f"(default {' and '.join(map(str, DEFAULT_TARGETS))})",
     )
     p.add_argument(
-        "--num-samples", type=int, default=None, help="trials per sweep (default: the sweep config's)"
+        "--num-samples",
+        type=int,
+        default=None,
+        help="trials per sweep (default: the sweep config's)",
     )
     p.add_argument(
         "--sweep",

@@ -287,6 +287,100 @@ def predict(ctx: typer.Context) -> None:
     )
 
 
+SERVE_ACTIONS = ("run", "status", "shutdown", "rollback", "build")
+
+
+@app.command(context_settings=_EXTRA)
+def serve(
+    ctx: typer.Context,
+    out: str = typer.Option("deploy", "--out", help="build: directory for the YAML files."),
+    image: str = typer.Option(
+        "raylight:latest", "--image", help="build: container image of the RayService pods."
+    ),
+) -> None:
+    """Online inference with Ray Serve: ``raylight serve [ACTION] bundle=PATH ...``.
+
+    ACTION is run (default: deploy and, on the embedded cluster, stay in the foreground),
+    status, shutdown, rollback (drop the canary, or return to the previous version) or build
+    (write a Serve config YAML for ``serve deploy`` and a KubeRay RayService manifest).
+    """
+    from raylight.config import ConfigError, load_serve_config
+
+    args = list(ctx.args)
+    action = args.pop(0) if args and args[0] in SERVE_ACTIONS else "run"
+    if action != "run" and action != "build" and not any(a.startswith("bundle=") for a in args):
+        args.append("bundle=''")  # bundle is not needed to find a running app
+    try:
+        cfg = load_serve_config(args, require_bundle=action in ("run", "build"))
+    except ConfigError as exc:
+        _fail_config(exc)
+    from raylight.serve import deploy as sd
+
+    if action == "build":
+        from raylight.serve.build import write
+
+        for kind, path in write(cfg, out, image).items():
+            console.print(f"[bold green]wrote[/] {kind}: {path}")
+        return
+    if cfg.cluster.mode == "local" and action != "run":
+        try:
+            if action == "status":
+                console.print_json(data=sd.local_status(cfg))
+            elif action == "shutdown":
+                sd.local_shutdown(cfg)
+                console.print(f"stopped {cfg.name}")
+            else:
+                _fail_config(sd.ServeError(
+                    "rollback needs a running cluster (cluster=address): the foreground server "
+                    "serves one bundle; restart it with the bundle you want"
+                ))  # fmt: skip
+        except sd.ServeError as exc:
+            _fail_config(exc)
+        return
+    from raylight.bundle import BundleError
+    from raylight.cluster import init
+
+    if action == "run":
+        try:
+            sd.preflight(cfg.app_args())
+        except (BundleError, OSError, ValueError) as exc:
+            _fail_config(exc)
+    _announce(
+        "ray", "starting" if cfg.cluster.mode == "local" else f"connecting to {cfg.cluster.address}"
+    )
+    started = init(cfg.cluster)
+    import ray
+
+    try:
+        if action == "status":
+            console.print_json(data=sd.status(cfg.name))
+            return
+        if action == "shutdown":
+            sd.shutdown(cfg.name)
+            console.print(f"deleted Serve application {cfg.name}")
+            return
+        res = sd.rollback(cfg) if action == "rollback" else sd.deploy(cfg)
+        for route, v in res.versions.items():
+            console.print(f"[bold]{route}[/]: {v['name']} version {v['version']}")
+        console.print(f"[bold green]serving[/] {res.url}/predict  (docs: {res.url}/docs)")
+        if cfg.cluster.mode == "local":
+            state = sd.write_state(cfg, res)
+            console.print("Ctrl-C (or `raylight serve shutdown`) stops it.")
+            try:
+                sd.wait_for_signal()
+            finally:
+                state.unlink(missing_ok=True)
+    except sd.ServeError as exc:
+        _fail_config(exc)
+    finally:
+        if started:
+            if cfg.cluster.mode == "local":
+                from ray import serve as ray_serve
+
+                ray_serve.shutdown()
+            ray.shutdown()
+
+
 def main() -> None:
     """Console-script entry point."""
     os.environ.setdefault("HYDRA_FULL_ERROR", "0")

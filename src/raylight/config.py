@@ -216,6 +216,113 @@ class PredictConfig(_Strict):
         return self.model_dump(mode="json")
 
 
+# ----------------------------------------------------------------------------- serve
+
+
+class AutoscalingSettings(_Strict):
+    """Ray Serve autoscaling: replicas follow the ongoing requests per replica."""
+
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(2, ge=1)
+    target_ongoing_requests: float = Field(16, gt=0)
+    upscale_delay_s: float = Field(3.0, ge=0)
+    downscale_delay_s: float = Field(30.0, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> AutoscalingSettings:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"min_replicas ({self.min_replicas}) > max_replicas ({self.max_replicas})"
+            )
+        return self
+
+
+class BatchSettings(_Strict):
+    """``@serve.batch``: requests that arrive together run as one forward pass."""
+
+    max_batch_size: int = Field(32, ge=1, description="Requests per batch (not records).")
+    wait_timeout_s: float = Field(
+        0.002, ge=0, le=10, description="How long a batch waits to fill before running."
+    )
+
+
+class AuthSettings(_Strict):
+    """Optional API-key auth on /predict, /metadata and /metrics.
+
+    The key is read by the replica from an environment variable or a file, so it never appears
+    in the config, the Serve config YAML, logs or ``/metadata``.
+    """
+
+    api_key_env: str | None = Field(None, description="Name of the env var holding the key.")
+    api_key_file: str | None = Field(None, description="File holding the key (first line).")
+    header: str = "x-api-key"
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.api_key_env or self.api_key_file)
+
+
+class CanarySettings(_Strict):
+    """A second bundle that gets ``weight`` of the traffic, with its own metrics."""
+
+    bundle: str | None = None
+    weight: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class ServeSettings(_Strict):
+    """How a model is served: replicas, resources, batching, limits, auth."""
+
+    model_name: str | None = Field(None, description="Default: the bundle's run name.")
+    deployment: str = "model"
+    num_replicas: int = Field(1, ge=1, description="Fixed replicas when autoscaling is null.")
+    autoscaling: AutoscalingSettings | None = None
+    num_cpus: float = Field(1.0, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    max_ongoing_requests: int = Field(32, ge=1, description="Per replica, in flight at once.")
+    max_queued_requests: int = Field(
+        64, ge=-1, description="Per caller; beyond it Serve answers 503 at once (-1: no limit)."
+    )
+    request_timeout_s: float = Field(10.0, gt=0, description="A prediction taking longer: 504.")
+    batch: BatchSettings = Field(default_factory=BatchSettings)
+    max_body_bytes: int = Field(1_048_576, ge=1, description="Larger bodies get 413.")
+    max_records: int = Field(1024, ge=1, description="Records per request; more get 422.")
+    reject_unknown_categories: bool = Field(
+        True, description="A category training never saw: 422 (else mapped to __other__)."
+    )
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+
+
+class ServeAppArgs(ServeSettings):
+    """What the Serve application builder takes (``raylight.serve.app:build_app``).
+
+    ``serve deploy`` validates a Serve config file's ``args`` against this model.
+    """
+
+    bundle: str = Field(description="Bundle directory (path or URI) served as the stable version.")
+    previous: str | None = Field(None, description="Bundle `raylight serve rollback` returns to.")
+    canary: CanarySettings = Field(default_factory=CanarySettings)
+
+
+class ServeConfig(ServeAppArgs):
+    """``raylight serve``: the app plus where it listens and which cluster runs it."""
+
+    name: str = Field("raylight", description="Serve application name.")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    route_prefix: str = "/"
+    proxy_timeout_s: float | None = Field(
+        None, gt=0, description="Serve's end-to-end HTTP timeout (http_options.request_timeout_s)."
+    )
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    output_dir: str = "outputs"
+
+    def app_args(self) -> ServeAppArgs:
+        return ServeAppArgs.model_validate(self.model_dump(include=set(ServeAppArgs.model_fields)))
+
+    def to_plain(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
 # ----------------------------------------------------------------------------- tune
 
 
@@ -688,6 +795,35 @@ def validate_tune(plain: dict[str, Any], problems: Sequence[tuple[str, str]] = (
         raise ConfigError(_dedupe(problems))
     assert settings is not None and train_cfg is not None
     return TuneRunConfig.model_validate({**train_cfg.model_dump(), "tune": settings.model_dump()})
+
+
+def validate_serve(
+    plain: dict[str, Any], problems: Sequence[tuple[str, str]] = (), require_bundle: bool = True
+) -> ServeConfig:
+    """Validate a composed serve config; raise one ConfigError listing every problem."""
+    problems = list(problems)
+    canary = plain.get("canary") if isinstance(plain.get("canary"), dict) else {}
+    for key, path in (("bundle", plain.get("bundle")), ("canary.bundle", canary.get("bundle"))):
+        if isinstance(path, str) and path not in ("???", "") and not _exists(path):
+            problems.append((key, f"{path!r} does not exist"))
+    try:
+        cfg = ServeConfig.model_validate(_strip_missing(plain))
+    except ValidationError as exc:
+        raise ConfigError(_dedupe(problems + _pydantic_problems(exc))) from None
+    if require_bundle and not cfg.bundle:
+        problems.append(("bundle", "required: the bundle directory to serve"))
+    if cfg.canary.bundle and cfg.canary.weight == 0:
+        problems.append(("canary.weight", "a canary bundle needs a weight > 0"))
+    if cfg.canary.weight > 0 and not cfg.canary.bundle:
+        problems.append(("canary.bundle", "canary.weight > 0 needs a canary bundle"))
+    if problems:
+        raise ConfigError(_dedupe(problems))
+    return cfg
+
+
+def load_serve_config(overrides: Sequence[str] = (), require_bundle: bool = True) -> ServeConfig:
+    plain, problems = compose(overrides, config_name="serve")
+    return validate_serve(plain, problems, require_bundle=require_bundle)
 
 
 def load_predict_config(overrides: Sequence[str] = ()) -> PredictConfig:

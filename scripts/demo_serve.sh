@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The demo's last step: serve the newest bundle, query it over HTTP, stop it.
+#   scripts/demo_serve.sh [BUNDLE]   (default: the newest outputs/runs/*/bundle)
+# Bounded: gives the server 120 s to come up; everything on 127.0.0.1.
+set -euo pipefail
+BIN=${BIN:-.venv/bin}
+PORT=${DEMO_PORT:-8765}
+BUNDLE=${1:-$(ls -td outputs/runs/*/bundle | head -1)}
+URL=http://127.0.0.1:$PORT
+
+"$BIN/raylight" serve bundle="$BUNDLE" port="$PORT" name=demo &
+SERVER=$!
+trap 'kill -INT $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true' EXIT
+
+"$BIN/python" - "$URL" <<'PY'
+import json, sys, time, urllib.request, urllib.error
+
+url = sys.argv[1]
+deadline = time.monotonic() + 120
+while True:
+    try:
+        urllib.request.urlopen(url + "/health", timeout=2)
+        break
+    except (urllib.error.URLError, OSError):
+        if time.monotonic() > deadline:
+            sys.exit(f"server did not come up at {url} within 120 s")
+        time.sleep(1)
+
+def post(body):
+    req = urllib.request.Request(url + "/predict", data=json.dumps(body).encode(),
+                                 headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+record = {"age": 39, "workclass": "State-gov", "fnlwgt": 77516, "education": "Bachelors",
+          "education-num": 13, "marital-status": "Never-married", "occupation": "Adm-clerical",
+          "relationship": "Not-in-family", "race": "White", "sex": "Male", "capital-gain": 2174,
+          "capital-loss": 0, "hours-per-week": 40, "native-country": "United-States"}
+status, body = post([record, {**record, "age": 52, "capital-gain": 15024, "marital-status": "Married-civ-spouse"}])
+print(f"POST {url}/predict -> {status}")
+print(json.dumps(body, indent=2))
+status, body = post({**record, "age": "forty"})
+print(f"POST {url}/predict with a bad field -> {status}: {json.dumps(body)}")
+PY

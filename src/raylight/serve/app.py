@@ -1,0 +1,335 @@
+"""The Ray Serve application: a model bundle behind a typed, batched FastAPI ingress.
+
+One deployment, ``ModelServer``: each replica holds the stable bundle (and optionally a canary
+bundle), builds its FastAPI app from the bundle's input schema (so ``/docs`` shows the real
+fields), and runs ``@serve.batch`` over concurrent requests. Keeping the ingress and the model in
+one replica saves a Ray hop per request, which matters on small CPU machines.
+
+Which bundles are served is the deployment's ``user_config``; changing it (a new version, a
+canary, a rollback) reconfigures the running replicas in place: the new bundle loads in a thread
+while the old one keeps answering, then the reference swaps, so no request fails during the
+switch. Changing anything else (the input schema, resources, batching) is a normal Serve rolling
+update.
+
+This module deliberately does not use ``from __future__ import annotations``: FastAPI resolves
+endpoint annotations at runtime, and the request model is generated per replica.
+"""
+
+import asyncio
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ray import serve
+
+from raylight.config import ServeAppArgs, ServeSettings
+
+logger = logging.getLogger("ray.serve")
+
+USER_CONFIG_KEYS = ("stable", "canary", "canary_weight", "previous")
+
+
+@dataclass
+class LoadedVersion:
+    """One bundle in memory, ready to predict."""
+
+    uri: str
+    name: str
+    version: str
+    bundle: Any  # raylight.bundle.Bundle
+
+    def info(self, route: str) -> dict[str, str]:
+        return {"name": self.name, "version": self.version, "route": route}
+
+
+def bundle_version(manifest: dict[str, Any]) -> str:
+    """A bundle's version: the first 12 hex digits of its weights' sha256.
+
+    Content-derived, so the same weights always report the same version, wherever they live.
+    """
+    digest = str(manifest.get("checksums", {}).get("weights.safetensors", ""))
+    return digest.split(":")[-1][:12] or "unknown"
+
+
+def bundle_name(manifest: dict[str, Any], override: str | None = None) -> str:
+    return override or str(manifest.get("lineage", {}).get("run_name") or "model")
+
+
+def _read_api_key(auth: Any) -> str | None:
+    """The API key from the configured env var or file; None when auth is off."""
+    if not auth.enabled:
+        return None
+    key = None
+    if auth.api_key_env:
+        key = os.environ.get(auth.api_key_env)
+    if not key and auth.api_key_file:
+        with open(os.path.expanduser(auth.api_key_file)) as f:
+            key = f.readline().strip()
+    if not key:
+        # Refuse to start open when auth was asked for: say where the key was looked for only.
+        raise RuntimeError(
+            "serve auth is enabled but no API key was found "
+            f"(env {auth.api_key_env!r}, file {auth.api_key_file!r})"
+        )
+    return key
+
+
+class _Metrics:
+    """Prometheus metrics through Ray's metrics agent (exported with Ray's own)."""
+
+    def __init__(self) -> None:
+        from ray.serve.metrics import Counter, Histogram
+
+        self.requests = Counter(
+            "raylight_serve_requests",
+            description="Requests answered, by route, model version and HTTP status.",
+            tag_keys=("route", "model_version", "status"),
+        )
+        self.errors = Counter(
+            "raylight_serve_errors",
+            description="Refused or failed requests by kind.",
+            tag_keys=("kind",),
+        )
+        self.latency = Histogram(
+            "raylight_serve_latency_ms",
+            description="Time in the replica from request to response (ms).",
+            boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000],
+            tag_keys=("route",),
+        )
+        self.batch_requests = Histogram(
+            "raylight_serve_batch_requests",
+            description="Requests per model batch.",
+            boundaries=[1, 2, 4, 8, 16, 32, 64, 128],
+        )
+        self.batch_records = Histogram(
+            "raylight_serve_batch_records",
+            description="Records per model batch.",
+            boundaries=[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096],
+        )
+
+
+@serve.deployment(name="model")
+@serve.ingress()
+class ModelServer:
+    """A model bundle (and an optional canary) behind ``/predict``, ``/health``, ``/metadata``."""
+
+    def __init__(self, args: dict[str, Any], input_schema: dict[str, Any]) -> None:
+        """Set up the replica; the bundles load in :meth:`reconfigure` (Serve calls it next).
+
+        Args:
+            args: :class:`~raylight.config.ServeSettings` as a plain dict (which bundles are
+                served lives in the user_config).
+            input_schema: The served bundles' input schema; the request model is built from it.
+        """
+        import torch
+
+        self.args = ServeSettings.model_validate(args)
+        self.input_schema = input_schema
+        self.versions: dict[str, LoadedVersion] = {}
+        self.canary_weight = 0.0
+        self.previous: str | None = None
+        self.api_key = _read_api_key(self.args.auth)
+        self.metrics = _Metrics()
+        self.started = time.time()
+        self.batch_log: list[int] = []  # recent batch sizes, for /metadata and tests
+        # One intra-op thread per CPU the replica was given: more only contends with the proxy.
+        torch.set_num_threads(max(1, int(self.args.num_cpus or 1)))
+        self._predict_batch.set_max_batch_size(self.args.batch.max_batch_size)
+        self._predict_batch.set_batch_wait_timeout_s(self.args.batch.wait_timeout_s)
+
+    # ------------------------------------------------------------------ versions
+
+    async def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Load the bundles named in ``user_config`` and swap them in atomically.
+
+        Bundles already loaded (same URI) are reused, so promoting a canary or rolling back to
+        a version still in memory costs nothing. A bundle whose input schema differs from the
+        one this replica's API was built for is refused: that change needs a redeploy.
+        """
+        from raylight import bundle as bundle_io
+
+        unknown = set(user_config) - set(USER_CONFIG_KEYS)
+        if unknown:
+            raise ValueError(f"unknown user_config keys {sorted(unknown)}")
+        wanted = {"stable": user_config["stable"]}
+        if user_config.get("canary") and float(user_config.get("canary_weight") or 0) > 0:
+            wanted["canary"] = user_config["canary"]
+        loaded = {v.uri: v for v in self.versions.values()}
+
+        def load(uri: str) -> LoadedVersion:
+            b = bundle_io.load(uri)
+            if b.input_schema.get("features") != self.input_schema.get("features"):
+                raise ValueError(
+                    f"bundle {uri} has a different input schema from the served API; "
+                    "deploy it as a new application (or redeploy) instead of switching in place"
+                )
+            return LoadedVersion(
+                uri=uri,
+                name=bundle_name(b.manifest, self.args.model_name),
+                version=bundle_version(b.manifest),
+                bundle=b,
+            )
+
+        new: dict[str, LoadedVersion] = {}
+        for route, uri in wanted.items():
+            # Loading reads files and builds the model: off the event loop, so the old version
+            # keeps answering meanwhile.
+            new[route] = loaded[uri] if uri in loaded else await asyncio.to_thread(load, uri)
+        self.versions = new  # one assignment: a request sees the old set or the new one
+        self.canary_weight = float(user_config.get("canary_weight") or 0) if "canary" in new else 0
+        self.previous = user_config.get("previous")
+        logger.info(
+            "serving %s",
+            {r: f"{v.name}:{v.version}" for r, v in new.items()},
+        )
+
+    def routing(self) -> dict[str, Any]:
+        """The user_config now served (what rollback and status read through a handle)."""
+        return {
+            "stable": self.versions["stable"].uri if "stable" in self.versions else None,
+            "canary": self.versions["canary"].uri if "canary" in self.versions else None,
+            "canary_weight": self.canary_weight,
+            "previous": self.previous,
+            "args": self.args.model_dump(mode="json"),
+            "versions": {r: v.info(r) for r, v in self.versions.items()},
+        }
+
+    def check_health(self) -> None:
+        """Serve's health probe: a replica without a loaded model is unhealthy."""
+        if "stable" not in self.versions:
+            raise RuntimeError("model not loaded")
+
+    # ------------------------------------------------------------------ prediction
+
+    def _choose_route(self) -> str:
+        if "canary" in self.versions and random.random() < self.canary_weight:
+            return "canary"
+        return "stable"
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    async def _predict_batch(self, items: list[tuple[str, list[dict[str, Any]]]]) -> list[Any]:
+        """Predict many requests' records in one forward pass per route.
+
+        Args:
+            items: (route, records) per request.
+
+        Returns:
+            Per request: (model info, predictions) or an error string when a record breaks the
+            bundle's contract (a rule the request schema cannot express).
+        """
+        self.metrics.batch_requests.observe(len(items))
+        self.batch_log = [*self.batch_log[-999:], len(items)]
+        versions = self.versions  # one snapshot for the whole batch
+        out: list[Any] = [None] * len(items)
+        for route in {r for r, _ in items}:
+            idx = [i for i, (r, _) in enumerate(items) if r == route]
+            v = versions.get(route) or versions["stable"]
+            rows = [rec for i in idx for rec in items[i][1]]
+            self.metrics.batch_records.observe(len(rows))
+            preds = await asyncio.to_thread(_predict_rows, v.bundle, rows)
+            start = 0
+            for i in idx:
+                n = len(items[i][1])
+                out[i] = (
+                    v.info(route if route in versions else "stable"),
+                    preds[start : start + n],
+                )
+                start += n
+        return out
+
+    async def predict_records(self, records: list[dict[str, Any]]) -> tuple[dict, list]:
+        """Predict validated records (also callable through a deployment handle)."""
+        return await self._predict_batch((self._choose_route(), records))
+
+    # ------------------------------------------------------------------ HTTP
+
+    def __serve_build_asgi_app__(self) -> Any:
+        from raylight.serve.http import build_fastapi
+
+        return build_fastapi(self)
+
+
+def _predict_rows(bundle: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Bundle predictions for validated records: label + probabilities, or a value."""
+    import pandas as pd
+
+    frame = pd.DataFrame.from_records(
+        rows, columns=[f["name"] for f in bundle.input_schema["features"]]
+    )
+    feats, errors = bundle.encode(frame)
+    res = bundle.predict_encoded(feats)
+    out: list[dict[str, Any]] = []
+    for i in range(len(rows)):
+        if errors[i] is not None:
+            out.append({"error": str(errors[i])})
+        elif bundle.task == "classification":
+            proba = res["proba"][i]
+            out.append({
+                "prediction": bundle.classes[int(res["class_id"][i])],
+                "probabilities": {c: float(p) for c, p in zip(bundle.classes, proba, strict=True)},
+            })  # fmt: skip
+        else:
+            out.append({"prediction": float(res["value"][i])})
+    return out
+
+
+def user_config(args: ServeAppArgs) -> dict[str, Any]:
+    """The deployment's user_config: which bundles serve which share of traffic."""
+    return {
+        "stable": args.bundle,
+        "canary": args.canary.bundle,
+        "canary_weight": args.canary.weight if args.canary.bundle else 0.0,
+        "previous": args.previous,
+    }
+
+
+def build_app(args: ServeAppArgs) -> Any:
+    """Serve application builder (``import_path: raylight.serve.app:build_app``).
+
+    Reads the stable bundle's manifest on the caller (a missing or malformed bundle fails the
+    deploy here, with the bundle's own error), checks a canary has the same input schema, and
+    binds the deployment with the resources, batching and overload limits from ``args``.
+    """
+    from raylight import bundle as bundle_io
+
+    if isinstance(args, dict):  # Serve passes a validated model; Python callers may not
+        args = ServeAppArgs.model_validate(args)
+    manifest = bundle_io.read_manifest(args.bundle)
+    schema = manifest["input_schema"]
+    if args.canary.bundle:
+        canary = bundle_io.read_manifest(args.canary.bundle)
+        if canary["input_schema"].get("features") != schema.get("features"):
+            raise bundle_io.BundleError(
+                f"canary bundle {args.canary.bundle} has a different input schema from "
+                f"{args.bundle}: a canary must accept the same requests"
+            )
+    options: dict[str, Any] = {
+        "name": args.deployment,
+        "ray_actor_options": {"num_cpus": args.num_cpus, "num_gpus": args.num_gpus},
+        "max_ongoing_requests": args.max_ongoing_requests,
+        "max_queued_requests": args.max_queued_requests,
+        "user_config": user_config(args),
+        "health_check_period_s": 5,
+        "graceful_shutdown_timeout_s": max(5.0, args.request_timeout_s),
+    }
+    if args.autoscaling:
+        a = args.autoscaling
+        options["autoscaling_config"] = {
+            "min_replicas": a.min_replicas,
+            "initial_replicas": max(a.min_replicas, 1),
+            "max_replicas": a.max_replicas,
+            "target_ongoing_requests": a.target_ongoing_requests,
+            "upscale_delay_s": a.upscale_delay_s,
+            "downscale_delay_s": a.downscale_delay_s,
+        }
+    else:
+        options["num_replicas"] = args.num_replicas
+    # The settings travel without the bundle URIs: switching bundles must not change the
+    # deployment's init args, or Serve would restart replicas instead of reconfiguring them.
+    settings = ServeSettings.model_validate(
+        args.model_dump(include=set(ServeSettings.model_fields))
+    ).model_dump(mode="json")
+    return ModelServer.options(**options).bind(settings, schema)

@@ -1,0 +1,350 @@
+"""Serving over real HTTP on 127.0.0.1: a real Serve app on the session's local Ray.
+
+A penguins bundle is trained once for the module; a second version of it (same schema,
+perturbed weights) stands in for "the next model" in the switch/canary/rollback tests.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import requests
+import torch
+
+from raylight import bundle as bundle_io
+from raylight.config import load_predict_config, load_serve_config, load_train_config
+from raylight.serve import deploy as sd
+
+pytestmark = pytest.mark.integration
+
+ROWS = [
+    {"island": "Biscoe", "bill_length_mm": 45.2, "bill_depth_mm": 14.8, "flipper_length_mm": 212.0,
+     "body_mass_g": 5200.0, "sex": "female"},
+    {"island": "Dream", "bill_length_mm": 39.5, "bill_depth_mm": 17.8, "flipper_length_mm": 188.0,
+     "body_mass_g": 3300.0, "sex": "female"},
+    {"island": "Dream", "bill_length_mm": 49.0, "bill_depth_mm": 19.5, "flipper_length_mm": 210.0,
+     "body_mass_g": 3950.0, "sex": "male"},
+    {"island": "Torgersen", "bill_length_mm": 38.9, "bill_depth_mm": 17.8, "flipper_length_mm": 181.0,
+     "body_mass_g": 3625.0, "sex": None},
+]  # fmt: skip
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def bundles(ray_session: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """v1: trained on penguins (1 worker, 4 epochs); v2: v1's weights perturbed."""
+    from raylight.train import run_training
+
+    out = tmp_path_factory.mktemp("serve-outputs")
+    cfg = load_train_config([
+        "data=penguins", f"output_dir={out}", "cluster.auth_mode=disabled", "scaling=single",
+        "model.hidden_dims=[32,32]", "model.lr=0.01", "trainer.max_epochs=4",
+    ])  # fmt: skip
+    v1 = run_training(cfg).bundle_path
+    b = bundle_io.load(v1)
+    torch.manual_seed(1)
+    state = {k: v + 0.3 * torch.randn_like(v) for k, v in b.model.state_dict().items()}
+    v2 = str(out / "bundle-v2")
+    manifest = {k: v for k, v in b.manifest.items() if k not in ("checksums", "format_version")}
+    bundle_io.write(v2, state, manifest)
+    return {"v1": v1, "v2": v2}
+
+
+@pytest.fixture(scope="module")
+def serve_port(ray_session: Any) -> Any:
+    """One Serve instance (HTTP on 127.0.0.1:<free port>) for the module; torn down after."""
+    from ray import serve
+
+    port = _free_port()
+    yield port
+    serve.shutdown()
+
+
+def _cfg(bundle: str, port: int, *extra: str) -> Any:
+    return load_serve_config([
+        f"bundle={bundle}", f"port={port}", "cluster.auth_mode=disabled", "num_cpus=0.5", *extra,
+    ])  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def app(bundles: dict[str, str], serve_port: int) -> str:
+    """The default app serving v1; returns its base URL."""
+    res = sd.deploy(_cfg(bundles["v1"], serve_port))
+    return res.url
+
+
+def _post(url: str, body: Any, **kw: Any) -> requests.Response:
+    return requests.post(url + "/predict", json=body, timeout=10, **kw)
+
+
+def test_predictions_over_http_equal_batch_predict(
+    app: str, bundles: dict[str, str], tmp_path: Path
+) -> None:
+    from raylight.predict import run_predict
+
+    src = tmp_path / "rows.csv"
+    pd.DataFrame(ROWS).to_csv(src, index=False)
+    out = tmp_path / "preds.csv"
+    run_predict(load_predict_config([
+        f"bundle={bundles['v1']}", f"input={src}", f"output={out}", "num_actors=1",
+        "cpus_per_actor=0.5", "cluster.auth_mode=disabled",
+    ]))  # fmt: skip
+    batch = pd.read_csv(out)
+    r = _post(app, ROWS)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [p["prediction"] for p in body["predictions"]] == list(batch["prediction"])
+    for p, (_, row) in zip(body["predictions"], batch.iterrows(), strict=True):
+        for cls, prob in p["probabilities"].items():
+            assert prob == pytest.approx(row[f"proba_{cls}"], abs=1e-6)
+    assert body["model"]["version"] == sd_version(bundles["v1"])
+    # one record (not a list) answers with one prediction
+    one = _post(app, ROWS[0]).json()["predictions"]
+    assert len(one) == 1 and one[0]["prediction"] == body["predictions"][0]["prediction"]
+    # float32 sums differ in the last bits with the batch's shape
+    assert one[0]["probabilities"] == pytest.approx(
+        body["predictions"][0]["probabilities"], abs=1e-6
+    )
+
+
+def sd_version(path: str) -> str:
+    from raylight.serve.app import bundle_version
+
+    return bundle_version(bundle_io.read_manifest(path))
+
+
+def test_health_metadata_and_openapi_show_the_bundle(app: str, bundles: dict[str, str]) -> None:
+    h = requests.get(app + "/health", timeout=5)
+    assert h.status_code == 200 and h.json()["status"] == "ready"
+    meta = requests.get(app + "/metadata", timeout=5).json()
+    stable = meta["versions"]["stable"]
+    assert stable["version"] == sd_version(bundles["v1"])
+    assert stable["lineage"]["data_fingerprint"].startswith("sha256:")
+    assert [f["name"] for f in meta["input_schema"]["features"]][:2] == ["island", "bill_length_mm"]
+    spec = requests.get(app + "/openapi.json", timeout=5).json()
+    record = spec["components"]["schemas"]["Record"]
+    assert set(record["properties"]) == {f["name"] for f in meta["input_schema"]["features"]}
+    island = record["properties"]["island"]
+    assert island["enum"] == ["Biscoe", "Dream", "Torgersen"]
+    assert record["additionalProperties"] is False
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ('{"island": "Biscoe",', 400, None),  # malformed JSON
+        ({**ROWS[0], "bill_length_mm": "long"}, 422, "bill_length_mm"),  # wrong type
+        ({k: v for k, v in ROWS[0].items() if k != "island"}, 422, "island"),  # missing
+        ({**ROWS[0], "beak_colour": "red"}, 422, "beak_colour"),  # extra
+        ({**ROWS[0], "island": "Atlantis"}, 422, "island"),  # unknown category
+        (
+            '{"island": "Biscoe", "bill_length_mm": NaN, "bill_depth_mm": 14.8, '
+            '"flipper_length_mm": 212.0, "body_mass_g": 5200.0, "sex": "male"}',
+            422,
+            "bill_length_mm",
+        ),
+        ({**ROWS[0], "body_mass_g": float("inf")}, 422, "body_mass_g"),  # Infinity
+        ({**ROWS[0], "flipper_length_mm": 999.0}, 422, "flipper_length_mm"),  # outside the contract
+        ([], 422, "body"),  # empty list
+        ([ROWS[0], {**ROWS[1], "sex": 3}], 422, "[1].sex"),  # the bad one in a list is named
+        (42, 422, "body"),
+    ],
+)
+def test_bad_requests_get_a_4xx_naming_the_field(
+    app: str, body: Any, status: int, field: str | None
+) -> None:
+    if isinstance(body, str):
+        r = requests.post(app + "/predict", data=body, timeout=10,
+                          headers={"content-type": "application/json"})  # fmt: skip
+    else:
+        # json.dumps writes inf as Infinity, as a careless client would
+        r = requests.post(app + "/predict", data=json.dumps(body), timeout=10,
+                          headers={"content-type": "application/json"})  # fmt: skip
+    assert r.status_code == status, r.text
+    err = r.json()
+    assert err["error"]
+    if field is not None:
+        assert field in [p["field"] for p in err["problems"]], err
+
+
+def test_size_limits_and_unknown_routes(app: str) -> None:
+    big = [ROWS[0]] * 5000  # > max_records (1024) and > 1 MiB? no: ~0.7 MB; records limit hits
+    r = _post(app, big)
+    assert r.status_code == 422 and "at most 1024" in r.text
+    huge = b'{"pad": "' + b"x" * (2 * 1024 * 1024) + b'"}'
+    r = requests.post(app + "/predict", data=huge, timeout=10,
+                      headers={"content-type": "application/json"})  # fmt: skip
+    assert r.status_code == 413, r.text
+
+    def chunks():  # no Content-Length: the limit is counted as the body streams in
+        for _ in range(40):
+            yield b"x" * 65536
+
+    r = requests.post(app + "/predict", data=chunks(), timeout=10,
+                      headers={"content-type": "application/json"})  # fmt: skip
+    assert r.status_code == 413, r.text
+    assert requests.get(app + "/predict", timeout=5).status_code == 405
+    assert requests.get(app + "/nope", timeout=5).status_code == 404
+
+
+def test_concurrent_requests_are_batched(app: str) -> None:
+    before = requests.get(app + "/metadata", timeout=5).json()["batches"]["count"]
+    with ThreadPoolExecutor(32) as pool:
+        codes = list(pool.map(lambda i: _post(app, ROWS[i % 4]).status_code, range(96)))
+    assert codes == [200] * 96
+    meta = requests.get(app + "/metadata", timeout=5).json()["batches"]
+    assert meta["count"] > before
+    assert meta["max_requests"] > 1, meta  # batches formed: fewer forward passes than requests
+
+
+def test_metrics_endpoint_exports_request_counts(app: str) -> None:
+    for _ in range(3):
+        assert _post(app, ROWS[:2]).status_code == 200
+    deadline = time.monotonic() + 40  # Ray's metrics agent scrapes workers every few seconds
+    text = ""
+    while time.monotonic() < deadline:
+        r = requests.get(app + "/metrics", timeout=10)
+        text = r.text
+        if r.status_code == 200 and "raylight_serve_requests" in text and "batch_requests" in text:
+            break
+        time.sleep(2)
+    assert "raylight_serve_requests" in text, text[:2000]
+    assert "raylight_serve_latency_ms" in text
+
+
+def test_api_key_auth(bundles: dict[str, str], serve_port: int, tmp_path: Path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text("s3cret-key\n")
+    cfg = _cfg(bundles["v1"], serve_port, "name=authed", "route_prefix=/authed",
+               f"auth.api_key_file={key_file}")  # fmt: skip
+    url = sd.deploy(cfg).url
+    try:
+        assert _post(url, ROWS[0]).status_code == 401
+        assert _post(url, ROWS[0], headers={"x-api-key": "wrong"}).status_code == 401
+        assert _post(url, ROWS[0], headers={"x-api-key": "s3cret-key"}).status_code == 200
+        bearer = {"authorization": "Bearer s3cret-key"}
+        assert _post(url, ROWS[0], headers=bearer).status_code == 200
+        assert requests.get(url + "/metadata", timeout=5).status_code == 401
+        assert requests.get(url + "/health", timeout=5).status_code == 200
+        meta = requests.get(url + "/metadata", headers=bearer, timeout=5).text
+        assert "s3cret" not in meta
+    finally:
+        sd.shutdown("authed")
+
+
+def test_overload_is_refused_fast(bundles: dict[str, str], serve_port: int) -> None:
+    # One request in flight, one queued; each waits ~1 s for its batch to fill: the rest must
+    # be refused at once, not queued.
+    cfg = _cfg(bundles["v1"], serve_port, "name=tight", "route_prefix=/tight",
+               "max_ongoing_requests=1", "max_queued_requests=1", "batch.wait_timeout_s=1.0",
+               "batch.max_batch_size=64")  # fmt: skip
+    url = sd.deploy(cfg).url
+    try:
+
+        def one(_: int) -> tuple[int, float]:
+            t0 = time.monotonic()
+            r = _post(url, ROWS[0])
+            return r.status_code, time.monotonic() - t0
+
+        with ThreadPoolExecutor(16) as pool:
+            results = list(pool.map(one, range(16)))
+        refused = [t for code, t in results if code == 503]
+        assert {code for code, _ in results} <= {200, 503}
+        assert len(refused) >= 8, results
+        assert max(refused) < 1.0, results  # refused without waiting for a slot
+    finally:
+        sd.shutdown("tight")
+
+
+def _load(url: str, stop: threading.Event, out: list[tuple[int, str | None]]) -> None:
+    """Steady closed-loop load, bounded in time by the caller's stop event (and 60 s)."""
+    deadline = time.monotonic() + 60
+    while not stop.is_set() and time.monotonic() < deadline:
+        try:
+            r = _post(url, ROWS[:2])
+            out.append((r.status_code, r.json()["model"]["version"] if r.ok else r.text))
+        except requests.RequestException as exc:
+            out.append((-1, str(exc)))
+
+
+def test_switch_canary_and_rollback_without_failed_requests(
+    bundles: dict[str, str], serve_port: int
+) -> None:
+    v1, v2 = sd_version(bundles["v1"]), sd_version(bundles["v2"])
+    assert v1 != v2
+    name = ["name=rollout", "route_prefix=/rollout"]
+    url = sd.deploy(_cfg(bundles["v1"], serve_port, *name)).url
+    seen: list[tuple[int, str | None]] = []
+    stop = threading.Event()
+    workers = [threading.Thread(target=_load, args=(url, stop, seen)) for _ in range(4)]
+    try:
+        for w in workers:
+            w.start()
+        time.sleep(1.0)
+        res = sd.deploy(_cfg(bundles["v2"], serve_port, *name))  # switch to v2
+        assert res.versions["stable"]["version"] == v2
+        assert res.previous == bundles["v1"]
+        time.sleep(1.0)
+        # canary: v1 gets half of the traffic
+        sd.deploy(_cfg(bundles["v2"], serve_port, *name, f"canary.bundle={bundles['v1']}",
+                       "canary.weight=0.5", f"previous={bundles['v1']}"))  # fmt: skip
+        n_before = len(seen)
+        time.sleep(2.0)
+        canary_phase = [v for _, v in seen[n_before:]]
+        cfg = _cfg(bundles["v2"], serve_port, *name)
+        res = sd.rollback(cfg)  # drops the canary
+        assert set(res.versions) == {"stable"} and res.versions["stable"]["version"] == v2
+        res = sd.rollback(cfg)  # back to v1
+        assert res.versions["stable"]["version"] == v1
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for w in workers:
+            w.join(timeout=30)
+        sd.shutdown("rollout")
+    codes = [c for c, _ in seen]
+    assert len(codes) > 50
+    assert set(codes) == {200}, [s for s in seen if s[0] != 200][:5]
+    assert {v1, v2} <= {v for _, v in seen}
+    assert canary_phase.count(v1) > 0 and canary_phase.count(v2) > 0
+    assert seen[-1][1] == v1
+
+
+def test_fuzzing_the_openapi_spec_never_gives_a_5xx(app: str) -> None:
+    """1,000+ schemathesis cases (valid and invalid bodies) against POST /predict: no 5xx."""
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    schema = schemathesis.openapi.from_url(app + "/openapi.json")
+    op = schema["/predict"]["POST"]
+    cases = st.one_of(
+        op.as_strategy(schemathesis.GenerationMode.POSITIVE),
+        op.as_strategy(schemathesis.GenerationMode.NEGATIVE),
+    )
+    seen: dict[int, int] = {}
+
+    @given(case=cases)
+    @settings(max_examples=1000, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))  # fmt: skip
+    def call(case: Any) -> None:
+        r = case.call(timeout=10)
+        seen[r.status_code] = seen.get(r.status_code, 0) + 1
+        assert r.status_code < 500, (case.body, r.text)
+
+    call()
+    assert sum(seen.values()) >= 1000, seen
+    assert seen.get(200, 0) > 0 and seen.get(422, 0) > 0, seen  # both kinds were exercised
