@@ -10,7 +10,7 @@ URL=http://127.0.0.1:$PORT
 
 "$BIN/raylight" serve bundle="$BUNDLE" port="$PORT" name=demo &
 SERVER=$!
-trap 'kill -INT $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true' EXIT
+trap 'kill -TERM $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true' EXIT
 
 "$BIN/python" - "$URL" <<'PY'
 import json, sys, time, urllib.request, urllib.error
@@ -45,3 +45,7 @@ print(json.dumps(body, indent=2))
 status, body = post({**record, "age": "forty"})
 print(f"POST {url}/predict with a bad field -> {status}: {json.dumps(body)}")
 PY
+"$BIN/raylight" serve status name=demo
+"$BIN/raylight" serve shutdown name=demo
+wait $SERVER
+trap - EXIT

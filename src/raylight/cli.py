@@ -340,17 +340,25 @@ def serve(
     from raylight.bundle import BundleError
     from raylight.cluster import init
 
+    foreground = action == "run" and cfg.cluster.mode == "local"
+    stop = sd.StopSignal() if foreground else None
     if action == "run":
         try:
             sd.preflight(cfg.app_args())
         except (BundleError, OSError, ValueError) as exc:
             _fail_config(exc)
-    _announce(
-        "ray", "starting" if cfg.cluster.mode == "local" else f"connecting to {cfg.cluster.address}"
-    )
+    where = "starting" if cfg.cluster.mode == "local" else f"connecting to {cfg.cluster.address}"
+    _announce("ray", where)
     started = init(cfg.cluster)
-    import ray
+    import logging
 
+    import ray
+    import ray.serve  # configures its logger on import: quiet it after
+
+    # Serve's INFO lines ("Started Serve", "Connecting to existing Serve app") are noise here.
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)
+    if stop is not None:
+        stop.install()  # again: ray.init replaced the SIGTERM handler with its own (abort)
     try:
         if action == "status":
             console.print_json(data=sd.status(cfg.name))
@@ -359,25 +367,25 @@ def serve(
             sd.shutdown(cfg.name)
             console.print(f"deleted Serve application {cfg.name}")
             return
+        # Recorded before deploying, so `raylight serve status|shutdown` find a server that is
+        # still starting (status: not answering yet).
+        state = sd.write_state(cfg) if stop is not None else None
         res = sd.rollback(cfg) if action == "rollback" else sd.deploy(cfg)
         for route, v in res.versions.items():
             console.print(f"[bold]{route}[/]: {v['name']} version {v['version']}")
         console.print(f"[bold green]serving[/] {res.url}/predict  (docs: {res.url}/docs)")
-        if cfg.cluster.mode == "local":
-            state = sd.write_state(cfg, res)
+        if stop is not None and state is not None:
             console.print("Ctrl-C (or `raylight serve shutdown`) stops it.")
             try:
-                sd.wait_for_signal()
+                stop.wait()
             finally:
                 state.unlink(missing_ok=True)
+            console.print("stopped")
     except sd.ServeError as exc:
         _fail_config(exc)
     finally:
         if started:
-            if cfg.cluster.mode == "local":
-                from ray import serve as ray_serve
-
-                ray_serve.shutdown()
+            # The embedded Ray takes Serve down with it.
             ray.shutdown()
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -348,3 +350,63 @@ def test_fuzzing_the_openapi_spec_never_gives_a_5xx(app: str) -> None:
     call()
     assert sum(seen.values()) >= 1000, seen
     assert seen.get(200, 0) > 0 and seen.get(422, 0) > 0, seen  # both kinds were exercised
+
+
+def _raylight(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("raylight")), *args],
+        capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def test_cli_foreground_serve_status_and_shutdown(bundles: dict[str, str], tmp_path: Path) -> None:
+    """`raylight serve` as a user runs it: its own embedded Ray, then status and shutdown."""
+    port = _free_port()
+    common = [f"output_dir={tmp_path}", "name=cli", "cluster.auth_mode=disabled"]
+    log = (tmp_path / "server.log").open("w")
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("raylight")), "serve", f"bundle={bundles['v1']}",
+         f"port={port}", "num_cpus=0.5", *common],
+        stdout=log, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    output = lambda: (tmp_path / "server.log").read_text()  # noqa: E731
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:  # not listening yet, or still starting up
+                pass
+            assert server.poll() is None, output()
+            time.sleep(1)
+        assert _post(url, ROWS).status_code == 200
+        st = _raylight("serve", "status", *common)
+        assert st.returncode == 0, st.stderr
+        assert json.loads(st.stdout)["status"] == "ready"
+        down = _raylight("serve", "shutdown", *common)
+        assert down.returncode == 0, (down.stderr, output())
+        assert server.wait(timeout=60) == 0, output()
+        assert f"serving {url}/predict" in output()
+        assert not (tmp_path / "serve" / "cli.json").exists()
+        gone = _raylight("serve", "status", *common)
+        assert gone.returncode == 2 and "no foreground" in gone.stderr
+    finally:
+        if server.poll() is None:
+            server.kill()
+
+
+def test_a_broken_bundle_stops_start_up_with_a_clear_error(
+    bundles: dict[str, str], tmp_path: Path
+) -> None:
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(bundles["v1"], bad)
+    (bad / "weights.safetensors").write_bytes(b"not weights")
+    t0 = time.monotonic()
+    r = _raylight("serve", f"bundle={bad}", f"port={_free_port()}", "cluster.auth_mode=disabled")
+    assert r.returncode == 2
+    assert "checksum mismatch" in r.stderr
+    assert time.monotonic() - t0 < 30  # refused before any Ray work

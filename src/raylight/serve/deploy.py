@@ -159,10 +159,11 @@ def shutdown(name: str) -> None:
 # ----------------------------------------------------------------------------- foreground
 
 
-def write_state(cfg: ServeConfig, deployed: Deployed) -> Path:
+def write_state(cfg: ServeConfig) -> Path:
+    """Record this foreground server (URL, pid) for ``status`` and ``shutdown``."""
     path = state_path(cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"url": deployed.url, "pid": os.getpid(), "name": cfg.name}))
+    path.write_text(json.dumps({"url": url_of(cfg), "pid": os.getpid(), "name": cfg.name}))
     return path
 
 
@@ -192,11 +193,11 @@ def local_status(cfg: ServeConfig) -> dict[str, Any]:
 
 
 def local_shutdown(cfg: ServeConfig, timeout_s: float = 30.0) -> None:
-    """Stop the foreground server recorded for ``cfg.name`` (SIGINT, as Ctrl-C would)."""
+    """Stop the foreground server recorded for ``cfg.name`` (SIGTERM: it shuts down cleanly)."""
     state = read_state(cfg)
     pid = int(state["pid"])
     try:
-        os.kill(pid, signal.SIGINT)
+        os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         state_path(cfg).unlink(missing_ok=True)
         raise ServeError(
@@ -204,22 +205,42 @@ def local_shutdown(cfg: ServeConfig, timeout_s: float = 30.0) -> None:
         ) from None
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not _alive(pid):
             return
         time.sleep(0.2)
     raise ServeError(f"pid {pid} did not stop within {timeout_s:.0f} s")
 
 
-def wait_for_signal() -> None:
-    """Block until SIGINT/SIGTERM (the foreground server's lifetime)."""
-    stop = {"now": False}
+def _alive(pid: int) -> bool:
+    """The process runs (an exited one its parent has not reaped yet counts as stopped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
-    def handler(signum: int, frame: Any) -> None:
-        stop["now"] = True
 
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-    while not stop["now"]:
-        time.sleep(0.2)
+class StopSignal:
+    """SIGINT/SIGTERM set a flag instead of raising; installed before start-up begins.
+
+    Installed early so a stop that arrives while the app is still deploying is not lost (a
+    background job of a non-interactive shell even starts with SIGINT ignored).
+    """
+
+    def __init__(self) -> None:
+        self.stopped = False
+        self.install()
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handler)
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.stopped = True
+
+    def wait(self) -> None:
+        while not self.stopped:
+            time.sleep(0.2)
