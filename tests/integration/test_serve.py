@@ -410,3 +410,45 @@ def test_a_broken_bundle_stops_start_up_with_a_clear_error(
     assert r.returncode == 2
     assert "checksum mismatch" in r.stderr
     assert time.monotonic() - t0 < 30  # refused before any Ray work
+
+
+def test_killing_a_replica_under_load_loses_at_most_in_flight_requests(
+    bundles: dict[str, str], serve_port: int
+) -> None:
+    import ray
+    from ray import serve
+
+    cfg = _cfg(bundles["v1"], serve_port, "name=chaos", "route_prefix=/chaos", "num_replicas=2",
+               "num_cpus=0.25")  # fmt: skip
+    url = sd.deploy(cfg).url
+    clients = 4  # each keeps one request in flight: at most 4 can be lost with the replica
+    seen: list[tuple[int, str | None]] = []
+    stop = threading.Event()
+    workers = [threading.Thread(target=_load, args=(url, stop, seen)) for _ in range(clients)]
+    try:
+        for w in workers:
+            w.start()
+        time.sleep(1.5)
+        replicas = [a for a in ray.util.list_named_actors(all_namespaces=True)
+                    if a["namespace"] == "serve" and "chaos#model" in a["name"]]  # fmt: skip
+        assert len(replicas) == 2, replicas
+        n_at_kill = len(seen)
+        ray.kill(ray.get_actor(replicas[0]["name"], namespace="serve"), no_restart=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # Serve replaces the dead replica
+            states = serve.status().applications["chaos"].deployments["model"].replica_states
+            if states.get("RUNNING", 0) == 2 and len(seen) > n_at_kill + 50:
+                break
+            time.sleep(0.5)
+        n_recovered = len(seen)
+        time.sleep(2.0)
+    finally:
+        stop.set()
+        for w in workers:
+            w.join(timeout=30)
+        sd.shutdown("chaos")
+    assert states.get("RUNNING", 0) == 2, states
+    failed = [s for s in seen if s[0] != 200]
+    assert len(failed) <= clients, failed
+    assert all(code == 200 for code, _ in seen[n_recovered:])  # recovered: nothing fails after
+    assert len(seen) - n_recovered > 10
