@@ -290,6 +290,9 @@ class ServeSettings(_Strict):
         True, description="A category training never saw: 422 (else mapped to __other__)."
     )
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    access_log: bool = Field(
+        False, description="Serve's per-request access log lines (costly on small machines)."
+    )
 
 
 class ServeAppArgs(ServeSettings):

@@ -252,14 +252,71 @@ class ModelServer:
         return build_fastapi(self)
 
 
+def encode_validated(bundle: Any, records: list[dict[str, Any]]) -> tuple[Any, list[Any]]:
+    """Encode records the request model already validated, without pandas.
+
+    The request model enforces types, ranges, required fields and (by default) categories, so
+    what is left of the bundle's contract is checked here row by row: blank strings are missing
+    values, and an unknown category is a bad row where the contract is strict about categories.
+    The result equals ``bundle.encode`` on the same rows (a unit test holds the two together);
+    it costs microseconds per row instead of the data path's ~8 ms per call of pandas set-up,
+    which would otherwise dominate a one-record request.
+
+    Returns:
+        (features [n, d] float32, per-row error or None)
+    """
+    import numpy as np
+
+    from raylight.data.preprocess import MISSING, OTHER
+
+    pre = bundle.preprocessor
+    rules = {f["name"]: f for f in bundle.input_schema["features"]}
+    strict = bool(bundle.input_schema.get("strict_categories", False))
+    n = len(records)
+    x = np.zeros((n, pre.num_features), dtype=np.float32)
+    errors: list[Any] = [None] * n
+    j = 0
+    for c in pre.feature_order:
+        rule = rules[c]
+        if c in pre.numeric:
+            st = pre.numeric[c]
+            v = np.array(
+                [np.nan if r.get(c) is None else float(r[c]) for r in records], dtype=np.float64
+            )
+            miss = np.isnan(v)
+            x[:, j] = np.where(miss, 0.0, (v - st["mean"]) / st["std"])
+            j += 1
+            if st.get("nullable"):
+                x[:, j] = miss
+                j += 1
+            continue
+        slots = pre.categorical[c]
+        index = {v: i for i, v in enumerate(slots)}
+        other = index[OTHER]
+        missing_slot = index.get(MISSING, other)
+        cats = rule.get("categories")
+        check_unknown = (
+            rule["dtype"] == "category" and cats is not None and rule.get("strict", strict)
+        )
+        for i, r in enumerate(records):
+            raw = r.get(c)
+            value = None if raw is None else str(raw).strip()
+            if not value:
+                if not rule.get("nullable") and errors[i] is None:
+                    errors[i] = f"{c}: missing value not allowed"
+                k = missing_slot
+            else:
+                if check_unknown and value not in cats and errors[i] is None:
+                    errors[i] = f"{c}: unknown category: {raw}"
+                k = index.get(value, other)
+            x[i, j + k] = 1.0
+        j += len(slots)
+    return x, errors
+
+
 def _predict_rows(bundle: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Bundle predictions for validated records: label + probabilities, or a value."""
-    import pandas as pd
-
-    frame = pd.DataFrame.from_records(
-        rows, columns=[f["name"] for f in bundle.input_schema["features"]]
-    )
-    feats, errors = bundle.encode(frame)
+    feats, errors = encode_validated(bundle, rows)
     res = bundle.predict_encoded(feats)
     out: list[dict[str, Any]] = []
     for i in range(len(rows)):
@@ -313,6 +370,9 @@ def build_app(args: ServeAppArgs) -> Any:
         "max_queued_requests": args.max_queued_requests,
         "user_config": user_config(args),
         "health_check_period_s": 5,
+        # Per-request access log lines cost the replica measurable CPU on small machines;
+        # request counts, latency and errors are in the Prometheus metrics instead.
+        "logging_config": {"enable_access_log": args.access_log, "log_level": "WARNING"},
         "graceful_shutdown_timeout_s": max(5.0, args.request_timeout_s),
     }
     if args.autoscaling:

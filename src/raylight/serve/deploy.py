@@ -84,7 +84,8 @@ def deploy(cfg: ServeConfig) -> Deployed:
             "host": cfg.host,
             "port": cfg.port,
             **({"request_timeout_s": cfg.proxy_timeout_s} if cfg.proxy_timeout_s else {}),
-        }
+        },
+        logging_config={"enable_access_log": cfg.access_log, "log_level": "WARNING"},
     )
     started = time.perf_counter()
     routing = current_routing(cfg.name)
