@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--bundle", default=None, help="serve this bundle (default: train one)")
     p.add_argument("--max-batch-size", type=int, default=32)
-    p.add_argument("--wait-timeout-s", type=float, default=0.002)
+    p.add_argument("--wait-timeout-s", type=float, default=0.0)
     p.add_argument("--quick", action="store_true", help="3 s per point: a smoke run")
     args = p.parse_args(argv)
     if args.quick:

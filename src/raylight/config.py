@@ -242,7 +242,7 @@ class BatchSettings(_Strict):
 
     max_batch_size: int = Field(32, ge=1, description="Requests per batch (not records).")
     wait_timeout_s: float = Field(
-        0.002, ge=0, le=10, description="How long a batch waits to fill before running."
+        0.0, ge=0, le=10, description="How long a batch waits to fill before running."
     )
 
 
