@@ -813,6 +813,14 @@ def validate_serve(
         cfg = ServeConfig.model_validate(_strip_missing(plain))
     except ValidationError as exc:
         raise ConfigError(_dedupe(problems + _pydantic_problems(exc))) from None
+    # Replicas (and `serve deploy` elsewhere) must not depend on this shell's directory.
+    cfg = cfg.model_copy(
+        update={
+            "bundle": _absolute(cfg.bundle),
+            "previous": _absolute(cfg.previous),
+            "canary": cfg.canary.model_copy(update={"bundle": _absolute(cfg.canary.bundle)}),
+        }
+    )
     if require_bundle and not cfg.bundle:
         problems.append(("bundle", "required: the bundle directory to serve"))
     if cfg.canary.bundle and cfg.canary.weight == 0:
@@ -822,6 +830,13 @@ def validate_serve(
     if problems:
         raise ConfigError(_dedupe(problems))
     return cfg
+
+
+def _absolute(path: str | None) -> str | None:
+    """Local paths made absolute; URIs and empty values unchanged."""
+    if not path or "://" in path:
+        return path
+    return str(Path(path).expanduser().resolve())
 
 
 def load_serve_config(overrides: Sequence[str] = (), require_bundle: bool = True) -> ServeConfig:

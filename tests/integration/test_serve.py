@@ -452,3 +452,56 @@ def test_killing_a_replica_under_load_loses_at_most_in_flight_requests(
     assert len(failed) <= clients, failed
     assert all(code == 200 for code, _ in seen[n_recovered:])  # recovered: nothing fails after
     assert len(seen) - n_recovered > 10
+
+
+def test_a_prediction_over_the_timeout_gets_504(bundles: dict[str, str], serve_port: int) -> None:
+    cfg = _cfg(bundles["v1"], serve_port, "name=slowpoke", "route_prefix=/slowpoke",
+               "request_timeout_s=0.05", "batch.wait_timeout_s=1.0", "batch.max_batch_size=64")  # fmt: skip
+    url = sd.deploy(cfg).url
+    try:
+        t0 = time.monotonic()
+        r = _post(url, ROWS[0])
+        assert r.status_code == 504, r.text
+        assert "longer than 0.05 s" in r.json()["error"]
+        assert time.monotonic() - t0 < 1.0  # answered at the timeout, not after the batch
+    finally:
+        sd.shutdown("slowpoke")
+
+
+@pytest.mark.slow
+def test_autoscaling_adds_a_replica_under_load_and_removes_it_after(
+    bundles: dict[str, str], serve_port: int
+) -> None:
+    from ray import serve
+
+    cfg = _cfg(bundles["v1"], serve_port, "name=elastic", "route_prefix=/elastic", "num_cpus=0.25",
+               "autoscaling={min_replicas: 1, max_replicas: 2, target_ongoing_requests: 1, "
+               "upscale_delay_s: 1, downscale_delay_s: 3}")  # fmt: skip
+    url = sd.deploy(cfg).url
+
+    def running() -> int:
+        d = serve.status().applications["elastic"].deployments["model"]
+        return d.replica_states.get("RUNNING", 0)
+
+    seen: list[tuple[int, str | None]] = []
+    stop = threading.Event()
+    workers = [threading.Thread(target=_load, args=(url, stop, seen)) for _ in range(8)]
+    try:
+        assert running() == 1
+        for w in workers:
+            w.start()
+        deadline = time.monotonic() + 90
+        while running() < 2 and time.monotonic() < deadline:
+            time.sleep(1)
+        assert running() == 2
+        stop.set()
+        for w in workers:
+            w.join(timeout=30)
+        deadline = time.monotonic() + 90
+        while running() > 1 and time.monotonic() < deadline:
+            time.sleep(1)
+        assert running() == 1
+    finally:
+        stop.set()
+        sd.shutdown("elastic")
+    assert {c for c, _ in seen} == {200}

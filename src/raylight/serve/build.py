@@ -18,6 +18,18 @@ if TYPE_CHECKING:
 IMPORT_PATH = "raylight.serve.app:build_app"
 
 
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (the RayService's embedded Serve config) as readable blocks."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
 def application(cfg: ServeConfig) -> dict[str, Any]:
     """One entry of a Serve config's ``applications``."""
     args = cfg.app_args().model_dump(mode="json", exclude_defaults=True)
@@ -121,8 +133,7 @@ def write(cfg: ServeConfig, out_dir: str, image: str) -> dict[str, str]:
         "serve_config": out / "serve_config.yaml",
         "rayservice": out / "rayservice.yaml",
     }
-    files["serve_config"].write_text(yaml.safe_dump(serve_config(cfg), sort_keys=False))
-    files["rayservice"].write_text(
-        yaml.safe_dump(rayservice(cfg, image=image, ray_version=version("ray")), sort_keys=False)
-    )
+    files["serve_config"].write_text(yaml.dump(serve_config(cfg), Dumper=_Dumper, sort_keys=False))
+    svc = rayservice(cfg, image=image, ray_version=version("ray"))
+    files["rayservice"].write_text(yaml.dump(svc, Dumper=_Dumper, sort_keys=False))
     return {k: str(v) for k, v in files.items()}
