@@ -97,6 +97,9 @@ def train(
 ) -> None:
     """Train a model: validate config → Ray Data → Ray Train + Lightning → model bundle."""
     cfg = _load(ctx.args, config_path, config_name)
+    if cfg.cluster.mode == "job":  # validated here, run there
+        submit_job("train", ctx.args, cfg.cluster, wait=True, follow=True)
+        return
     from raylight.cluster import session
     from raylight.config import ConfigError
     from raylight.data.pipeline import BadDataError
@@ -141,6 +144,9 @@ def tune(
     except ConfigError as exc:
         _fail_config(exc)
     assert isinstance(cfg, TuneRunConfig)
+    if cfg.cluster.mode == "job":
+        submit_job("tune", ctx.args, cfg.cluster, wait=True, follow=True)
+        return
     from raylight.cluster import session
     from raylight.data.pipeline import BadDataError
     from raylight.tune import run_tuning, sweep_cluster
@@ -264,6 +270,9 @@ def predict(ctx: typer.Context) -> None:
         cfg = load_predict_config(ctx.args)
     except ConfigError as exc:
         _fail_config(exc)
+    if cfg.cluster.mode == "job":
+        submit_job("predict", ctx.args, cfg.cluster, wait=True, follow=True)
+        return
     from raylight.bundle import BundleError, read_manifest
     from raylight.cluster import session
     from raylight.predict import run_predict
@@ -321,6 +330,11 @@ def serve(
 
         for kind, path in write(cfg, out, image).items():
             console.print(f"[bold green]wrote[/] {kind}: {path}")
+        return
+    if cfg.cluster.mode == "job":
+        # Deploy (or inspect) from a job on the cluster: inside it this is cluster=address,
+        # so the command returns once the app is deployed.
+        submit_job("serve", ctx.args, cfg.cluster, wait=True, follow=True)
         return
     if cfg.cluster.mode == "local" and action != "run":
         try:
@@ -387,6 +401,115 @@ def serve(
         if started:
             # The embedded Ray takes Serve down with it.
             ray.shutdown()
+
+
+# ----------------------------------------------------------------------------- jobs
+
+ADDRESS = typer.Option(None, "--address", help="Jobs API URL (overrides the profile's address).")
+
+
+def _submit_config(overrides: list[str], address: str | None) -> Any:
+    from raylight.config import ConfigError, load_submit_config
+
+    if address:
+        overrides = [*overrides, f"cluster.address={address}"]
+    try:
+        return load_submit_config(overrides)
+    except ConfigError as exc:
+        _fail_config(exc)
+
+
+def _follow_job(cluster: Any, job_id: str, follow: bool) -> int:
+    """Stream logs (or just wait); exit code from the job's final status."""
+    from raylight import jobs
+
+    if follow:
+        for chunk in jobs.follow(cluster, job_id):
+            console.out(chunk, end="", highlight=False)
+    final = jobs.wait(cluster, job_id)
+    colour = "green" if final == "SUCCEEDED" else "red"
+    err.print(f"job {job_id}: [bold {colour}]{final}[/]")
+    return 0 if final == "SUCCEEDED" else 1
+
+
+def submit_job(command: str, args: list[str], cluster: Any, wait: bool, follow: bool) -> None:
+    """Submit ``raylight <command> <args>`` to ``cluster``'s Jobs API; optionally follow it."""
+    from raylight import jobs
+
+    try:
+        sub = jobs.submit(cluster, command, args)
+        console.print(f"[bold green]submitted[/] {sub.job_id} to {sub.address}")
+        console.print(f"  {sub.entrypoint}")
+        if wait or follow:
+            raise typer.Exit(_follow_job(cluster, sub.job_id, follow))
+        console.print(
+            f"  raylight jobs logs {sub.job_id} --follow   |   raylight jobs stop {sub.job_id}"
+        )
+    except jobs.JobError as exc:
+        _fail_config(exc)
+
+
+@app.command(context_settings=_EXTRA)
+def submit(
+    ctx: typer.Context,
+    address: str | None = ADDRESS,
+    wait: bool = typer.Option(False, "--wait", help="Wait for the job; exit code follows it."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Stream its logs (implies --wait)."),
+) -> None:
+    """Run a raylight command as a Ray job: ``raylight submit [cluster=NAME] -- train ...``.
+
+    Overrides before the command choose the cluster profile (default ``remote``); the command
+    and its overrides run on the cluster, with this project's code shipped as the job's
+    working_dir. Prints the job id; ``--wait``/``--follow`` exit with the job's outcome.
+    """
+    from raylight.jobs import COMMANDS
+
+    args = [a for a in ctx.args if a != "--"]
+    split = next((i for i, a in enumerate(args) if a in COMMANDS), None)
+    if split is None:
+        _fail_config(ValueError(f"name the command to run: one of {', '.join(COMMANDS)}"))
+    cfg = _submit_config(args[:split], address)
+    submit_job(args[split], args[split + 1 :], cfg.cluster, wait, follow)
+
+
+@app.command(context_settings=_EXTRA)
+def jobs(
+    ctx: typer.Context,
+    address: str | None = ADDRESS,
+    follow: bool = typer.Option(False, "--follow", "-f", help="logs: stream until the job ends."),
+) -> None:
+    """Ray jobs on a cluster: ``raylight jobs list|status|logs|stop [JOB_ID] [cluster=NAME]``."""
+    from raylight import jobs as rj
+
+    args = list(ctx.args)
+    action = args.pop(0) if args else "list"
+    if action not in ("list", "status", "logs", "stop"):
+        _fail_config(ValueError(f"unknown action {action!r}: list, status, logs or stop"))
+    job_id = None
+    if action != "list":
+        if not args or "=" in args[0]:
+            _fail_config(ValueError(f"raylight jobs {action} needs a JOB_ID"))
+        job_id = args.pop(0)
+    cfg = _submit_config(args, address)
+    try:
+        if action == "list":
+            table = Table(title=f"Ray jobs on {cfg.cluster.address}")
+            for col in ("job id", "status", "entrypoint"):
+                table.add_column(col)
+            for j in rj.list_jobs(cfg.cluster):
+                table.add_row(str(j["job_id"]), j["status"], str(j["entrypoint"])[:100])
+            console.print(table)
+        elif action == "status":
+            console.print_json(data=rj.status(cfg.cluster, str(job_id)))
+        elif action == "logs":
+            if follow:
+                raise typer.Exit(_follow_job(cfg.cluster, str(job_id), True))
+            console.out(rj.logs(cfg.cluster, str(job_id)), end="", highlight=False)
+        else:
+            rj.stop(cfg.cluster, str(job_id))
+            console.print(f"stop requested for {job_id}")
+    except rj.JobError as exc:
+        _fail_config(exc)
 
 
 def main() -> None:

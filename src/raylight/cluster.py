@@ -25,6 +25,9 @@ def _quiet_env(cluster: ClusterConfig) -> None:
     # the mode when it is imported, so this only takes effect before the first `import ray`.
     if "ray" not in sys.modules:
         os.environ.setdefault("RAY_AUTH_MODE", cluster.auth_mode)
+    if cluster.token_path and cluster.auth_mode == "token":
+        # Ray's token loader reads this when it first needs the token (client and Jobs SDK).
+        os.environ["RAY_AUTH_TOKEN_PATH"] = os.path.expanduser(cluster.token_path)
     # Lightning's and Ray Train's own hints about these are noise for our users.
     os.environ.setdefault("RAY_TRAIN_ENABLE_STATE_TRACKING", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
@@ -47,6 +50,11 @@ def init(cluster: ClusterConfig, runtime_env: dict[str, Any] | None = None) -> b
     if ray.is_initialized():
         _configure_data()
         return False
+    if cluster.mode == "job":
+        raise ValueError(
+            "cluster.mode=job submits the command as a Ray job (raylight submit); "
+            "it cannot be initialized in this process"
+        )
     kwargs: dict[str, Any] = {
         "logging_level": logging.ERROR,
         "log_to_driver": cluster.log_to_driver,

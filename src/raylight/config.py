@@ -161,8 +161,28 @@ class ScalingConfig(_Strict):
     resources_per_worker: dict[str, float] = Field(default_factory=dict)
 
 
+_LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def _host_of(address: str) -> str:
+    """The host of ``ray://h:p``, ``http://h:p``, ``h:p`` or ``auto`` (loopback)."""
+    if address == "auto":
+        return "127.0.0.1"
+    rest = address.split("://", 1)[-1]
+    return (
+        rest.rsplit(":", 1)[0] if ":" in rest and not rest.startswith("[") else rest.split("/")[0]
+    )
+
+
 class ClusterConfig(_Strict):
-    mode: Literal["local", "address"] = "local"
+    """Where the work runs.
+
+    ``local``: an embedded Ray in this process. ``address``: connect to a running cluster
+    (``ray://``, ``host:port`` or ``auto``). ``job``: submit the command as a Ray job to a
+    cluster's Jobs API (``http://host:8265``) and follow it.
+    """
+
+    mode: Literal["local", "address", "job"] = "local"
     address: str | None = None
     num_cpus: int | None = Field(None, ge=1)
     num_gpus: int | None = Field(None, ge=0)
@@ -171,11 +191,53 @@ class ClusterConfig(_Strict):
     dashboard_host: str = "127.0.0.1"
     log_to_driver: bool = False
     auth_mode: Literal["token", "disabled"] = "token"
+    token_path: str | None = Field(
+        None,
+        description="File holding the cluster's Ray auth token (else RAY_AUTH_TOKEN, "
+        "RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token). The token itself never goes in a config.",
+    )
+    storage_path: str | None = Field(
+        None,
+        description="Where jobs on this cluster write outputs: a directory every node sees or "
+        "an s3:// / gs:// URI. Default for jobs: this machine's output_dir, made absolute "
+        "(right for a cluster on this machine).",
+    )
+    allow_insecure: bool = Field(
+        False,
+        description="Allow auth_mode=disabled against a non-loopback address. Anyone who can "
+        "reach an unauthenticated Ray runs code on it (CVE-2023-48022).",
+    )
+    runtime_env: dict[str, Any] | None = Field(
+        None,
+        description="Extra runtime_env for jobs (pip/uv pins, env_vars, excludes), merged "
+        "over raylight's (working_dir = this project).",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ClusterConfig:
-        if self.mode == "address" and not self.address:
-            raise ValueError("cluster.mode=address needs cluster.address")
+        if self.mode in ("address", "job") and not self.address:
+            raise ValueError(f"cluster.mode={self.mode} needs cluster.address")
+        if (
+            self.mode != "local"
+            and self.address
+            and self.auth_mode == "disabled"
+            and _host_of(self.address) not in _LOOPBACK
+            and not self.allow_insecure
+        ):
+            raise ValueError(
+                f"refusing auth_mode=disabled for {self.address}: a Ray cluster reachable "
+                "without a token runs anyone's code; use token auth, or set "
+                "cluster.allow_insecure=true if the network is yours alone"
+            )
+        if (
+            self.mode == "local"
+            and self.dashboard_host not in _LOOPBACK
+            and not self.allow_insecure
+        ):
+            raise ValueError(
+                f"dashboard_host={self.dashboard_host} exposes the dashboard and Jobs API beyond "
+                "this machine; set cluster.allow_insecure=true to do it anyway"
+            )
         return self
 
 
@@ -842,6 +904,27 @@ def _absolute(path: str | None) -> str | None:
 def load_serve_config(overrides: Sequence[str] = (), require_bundle: bool = True) -> ServeConfig:
     plain, problems = compose(overrides, config_name="serve")
     return validate_serve(plain, problems, require_bundle=require_bundle)
+
+
+class SubmitConfig(_Strict):
+    """``raylight submit`` / ``raylight jobs``: which cluster's Jobs API."""
+
+    cluster: ClusterConfig
+    output_dir: str = "outputs"
+
+
+def load_submit_config(overrides: Sequence[str] = ()) -> SubmitConfig:
+    plain, problems = compose(overrides, config_name="submit")
+    problems = list(problems)
+    try:
+        cfg = SubmitConfig.model_validate(_strip_missing(plain))
+    except ValidationError as exc:
+        raise ConfigError(_dedupe(problems + _pydantic_problems(exc))) from None
+    if cfg.cluster.mode != "job":
+        problems.append(("cluster", f"profile has mode={cfg.cluster.mode}; jobs need mode=job"))
+    if problems:
+        raise ConfigError(_dedupe(problems))
+    return cfg
 
 
 def load_predict_config(overrides: Sequence[str] = ()) -> PredictConfig:
