@@ -9,7 +9,8 @@
 # Everything lives under $RAYLIGHT_CLUSTER_DIR (default .local-cluster/, git-ignored): the auth
 # token (mode 600, never printed), Ray's temp/session directory and the ports used. Sized for a
 # 2-core machine: 1 CPU per node. Ports (override with env): GCS $RAYLIGHT_GCS_PORT (6380),
-# dashboard + Jobs API $RAYLIGHT_DASHBOARD_PORT (8266), both on 127.0.0.1.
+# dashboard + Jobs API $RAYLIGHT_DASHBOARD_PORT (8266), Ray client $RAYLIGHT_CLIENT_PORT (10011),
+# all on 127.0.0.1.
 #
 # Client side, for `ray job list` etc.:  source <(scripts/local-cluster.sh env)
 set -euo pipefail
@@ -18,6 +19,7 @@ DIR=$(mkdir -p "${RAYLIGHT_CLUSTER_DIR:-.local-cluster}" && cd "${RAYLIGHT_CLUST
 BIN=${BIN:-$(cd "$(dirname "$0")/.." && pwd)/.venv/bin}
 GCS_PORT=${RAYLIGHT_GCS_PORT:-6380}
 DASH_PORT=${RAYLIGHT_DASHBOARD_PORT:-8266}
+CLIENT_PORT=${RAYLIGHT_CLIENT_PORT:-10011}
 # Ray keeps per-session sockets under the temp dir; unix socket paths must stay short.
 TMP=${RAYLIGHT_CLUSTER_TMP:-/tmp/raylight-cluster-$(id -u)-$GCS_PORT}
 TOKEN="$DIR/token"
@@ -25,6 +27,8 @@ TOKEN="$DIR/token"
 export RAY_AUTH_MODE=token
 export RAY_AUTH_TOKEN_PATH="$TOKEN"
 export RAY_USAGE_STATS_ENABLED=0
+# Job entrypoints run `python ...`: on this cluster that is the project's environment.
+export PATH="$BIN:$PATH"
 
 ray_() { "$BIN/ray" "$@"; }
 
@@ -46,11 +50,22 @@ case "${1:-}" in
     chmod 600 "$TOKEN"
     common=(--node-ip-address=127.0.0.1 --num-cpus=1 --object-store-memory=300000000
             --temp-dir="$TMP" --disable-usage-stats)
+    # Two nodes share one address: each node's dashboard agent needs its own HTTP port (Ray's
+    # default, 52365, would collide, leaving the Jobs API with "no available agent").
+    read -r AGENT_HEAD AGENT_WORKER < <("$BIN/python" - <<'PY'
+import socket
+socks = [socket.socket() for _ in range(2)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in socks))
+PY
+)
     ray_ start --head --port="$GCS_PORT" --include-dashboard=true --dashboard-host=127.0.0.1 \
-      --dashboard-port="$DASH_PORT" --ray-client-server-port=0 "${common[@]}" >"$DIR/head.log" 2>&1 \
+      --dashboard-port="$DASH_PORT" --ray-client-server-port="$CLIENT_PORT" \
+      --dashboard-agent-listen-port="$AGENT_HEAD" "${common[@]}" >"$DIR/head.log" 2>&1 \
       || { cat "$DIR/head.log"; exit 1; }
-    ray_ start --address="127.0.0.1:$GCS_PORT" "${common[@]}" >"$DIR/worker.log" 2>&1 \
-      || { cat "$DIR/worker.log"; exit 1; }
+    ray_ start --address="127.0.0.1:$GCS_PORT" --dashboard-agent-listen-port="$AGENT_WORKER" \
+      "${common[@]}" >"$DIR/worker.log" 2>&1 || { cat "$DIR/worker.log"; exit 1; }
     printf '{"gcs": "127.0.0.1:%s", "dashboard": "http://127.0.0.1:%s", "token_path": "%s"}\n' \
       "$GCS_PORT" "$DASH_PORT" "$TOKEN" > "$DIR/cluster.json"
     # Wait until both nodes have joined (bounded).

@@ -29,11 +29,12 @@ if TYPE_CHECKING:
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 ENTRYPOINT = "jobs/run.py"
 COMMANDS = ("train", "tune", "predict", "serve", "evaluate")
-# Never uploaded: data, run outputs, environments, caches, VCS, local cluster state.
+# Never uploaded: data, run outputs, environments, caches, VCS, local cluster state. Patterns are
+# gitignore-style: a leading "/" anchors to the project root (so "/data" is not conf/data/).
 EXCLUDES = [
-    ".git", ".venv", "venv", "outputs", "mlruns", "data", ".local-cluster", ".gpu",
-    "__pycache__", "*.pyc", ".pytest_cache", ".ruff_cache", "*.parquet", "*.csv",
-    "benchmarks/results", "deploy",
+    "/.git", "/.venv", "/venv", "/outputs", "/mlruns", "/data", "/.local-cluster", "/.gpu",
+    "/deploy", "/benchmarks/results", "__pycache__", "*.pyc", ".pytest_cache", ".ruff_cache",
+    ".hypothesis", "*.parquet", "*.csv",
 ]  # fmt: skip
 
 
@@ -70,7 +71,13 @@ def client(cluster: ClusterConfig) -> Any:
         os.environ["RAY_AUTH_MODE"] = cluster.auth_mode
     _quiet_env(cluster)  # token path and quiet defaults, before Ray is imported
     _check_reachable(cluster.address)
+    import logging
+
     from ray.job_submission import JobSubmissionClient
+
+    # Per-file packaging chatter ("Ignoring upload ...", default excludes) is not for users.
+    for name in ("ray._private.runtime_env", "ray.dashboard.modules.dashboard_sdk"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
     try:
         return JobSubmissionClient(cluster.address)
@@ -133,15 +140,24 @@ def submit(
     """Submit ``raylight <command> <args>`` as a Ray job; return its id."""
     jc = client(cluster)
     ep = entrypoint(command, args, default_storage(cluster))
-    try:
-        job_id = jc.submit_job(
-            entrypoint=ep,
-            runtime_env=runtime_env(cluster),
-            submission_id=submission_id,
-            metadata={"raylight_command": command},
-        )
-    except Exception as exc:
-        raise JobError(_explain(exc, str(cluster.address))) from None
+    env = runtime_env(cluster)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            job_id = jc.submit_job(
+                entrypoint=ep,
+                runtime_env=env,
+                submission_id=submission_id,
+                metadata={"raylight_command": command},
+            )
+            break
+        except Exception as exc:
+            # A cluster that just started has no job agent ready for a few seconds; Ray says
+            # to try again later. Anything else is final.
+            if "No available agent" in str(exc) and time.monotonic() < deadline:
+                time.sleep(2)
+                continue
+            raise JobError(_explain(exc, str(cluster.address))) from None
     return Submitted(job_id=job_id, address=str(cluster.address), entrypoint=ep)
 
 

@@ -40,7 +40,7 @@ def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
     state = tmp_path_factory.mktemp("cluster")
     gcs, dash = _free_port(), _free_port()
     env = _env(RAYLIGHT_CLUSTER_DIR=str(state), RAYLIGHT_GCS_PORT=str(gcs),
-               RAYLIGHT_DASHBOARD_PORT=str(dash), BIN=str(BIN))  # fmt: skip
+               RAYLIGHT_DASHBOARD_PORT=str(dash), RAYLIGHT_CLIENT_PORT=str(_free_port()), BIN=str(BIN))  # fmt: skip
     script = str(ROOT / "scripts" / "local-cluster.sh")
     up = subprocess.run([script, "up"], env=env, capture_output=True, text=True, timeout=180)
     assert up.returncode == 0, up.stdout + up.stderr

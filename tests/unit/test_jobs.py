@@ -52,7 +52,7 @@ def test_runtime_env_ships_code_without_data_and_merges_the_profile() -> None:
     ]).cluster  # fmt: skip
     env = jobs.runtime_env(cluster)
     assert env["working_dir"] == str(jobs.PROJECT_ROOT)
-    assert {".venv", ".git", "outputs", "big/"} <= set(env["excludes"])
+    assert {"/.venv", "/.git", "/outputs", "/data", "big/"} <= set(env["excludes"])
     assert env["env_vars"]["PYTHONPATH"] == "src" and env["env_vars"]["A"] == "1"
 
 
