@@ -304,7 +304,9 @@ def serve(
     ctx: typer.Context,
     out: str = typer.Option("deploy", "--out", help="build: directory for the YAML files."),
     image: str = typer.Option(
-        "raylight:latest", "--image", help="build: container image of the RayService pods."
+        "ghcr.io/raylight-dev/raylight:0.1.0-ray2.60.0-torch2.13.0-cu128",
+        "--image",
+        help="build: container image of the RayService pods.",
     ),
 ) -> None:
     """Online inference with Ray Serve: ``raylight serve [ACTION] bundle=PATH ...``.
@@ -510,6 +512,47 @@ def jobs(
             console.print(f"stop requested for {job_id}")
     except rj.JobError as exc:
         _fail_config(exc)
+
+
+@app.command(context_settings=_EXTRA)
+def cluster(
+    ctx: typer.Context,
+    image: str = typer.Option(None, "--image", help="Container image (default: the pinned one)."),
+    out: str | None = typer.Option(None, "--out", help="Write here instead of stdout."),
+    gpus: int = typer.Option(1, "--gpus-per-worker", help="GPUs per worker pod (0: CPU)."),
+    max_workers: int = typer.Option(4, "--max-workers", help="Autoscaling limit of workers."),
+) -> None:
+    """Render KubeRay manifests: ``raylight cluster render kuberay-job experiment=...``.
+
+    ``kuberay-job [COMMAND] overrides``: a RayJob running ``raylight COMMAND`` (default train)
+    with the overrides, validated here first; ``kuberay-cluster``: a RayCluster.
+    """
+    from raylight import kuberay
+
+    args = [a for a in ctx.args if a != "--"]
+    if len(args) < 2 or args[0] != "render" or args[1] not in ("kuberay-job", "kuberay-cluster"):
+        _fail_config(ValueError("usage: raylight cluster render kuberay-job|kuberay-cluster ..."))
+    kind, rest = args[1], args[2:]
+    spec = {"gpus_per_worker": gpus, "max_workers": max_workers}
+    if kind == "kuberay-cluster":
+        doc = kuberay.raycluster(image=image or kuberay.IMAGE, **spec)
+    else:
+        from raylight.jobs import COMMANDS, strip_cluster_overrides
+
+        command = rest.pop(0) if rest and rest[0] in COMMANDS else "train"
+        if command == "train":
+            _load(rest, None, "train")  # a bad config fails here, not in the cluster
+        name = f"raylight-{command}"
+        doc = kuberay.rayjob(
+            command, strip_cluster_overrides(rest), name=name, image=image or kuberay.IMAGE, **spec
+        )
+    text = kuberay.dump(doc)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text)
+        err.print(f"wrote {out}")
+    else:
+        console.out(text, end="", highlight=False)
 
 
 def main() -> None:

@@ -10,24 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
+from raylight import kuberay
 
 if TYPE_CHECKING:
     from raylight.config import ServeConfig
 
 IMPORT_PATH = "raylight.serve.app:build_app"
-
-
-class _Dumper(yaml.SafeDumper):
-    """Multi-line strings (the RayService's embedded Serve config) as readable blocks."""
-
-
-def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_Dumper.add_representer(str, _str)
 
 
 def application(cfg: ServeConfig) -> dict[str, Any]:
@@ -49,91 +37,40 @@ def serve_config(cfg: ServeConfig) -> dict[str, Any]:
     return {"proxy_location": "EveryNode", "http_options": http, "applications": [application(cfg)]}
 
 
-def rayservice(cfg: ServeConfig, image: str, ray_version: str) -> dict[str, Any]:
+def rayservice(cfg: ServeConfig, image: str = kuberay.IMAGE) -> dict[str, Any]:
     """A KubeRay ``RayService``: the same app on a Ray cluster with an autoscaled worker group.
 
     The bundle path must be readable from the pods (an object-store URI or a mounted volume).
     """
     app = application(cfg)
-    resources = {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}}
-    worker_resources: dict[str, Any] = {
-        "requests": {"cpu": "2", "memory": "4Gi"},
-        "limits": {"cpu": "2", "memory": "4Gi"},
-    }
-    if cfg.num_gpus:
-        worker_resources["limits"]["nvidia.com/gpu"] = "1"
-        worker_resources["requests"]["nvidia.com/gpu"] = "1"
     max_workers = cfg.autoscaling.max_replicas if cfg.autoscaling else cfg.num_replicas
     return {
-        "apiVersion": "ray.io/v1",
+        "apiVersion": kuberay.API_VERSION,
         "kind": "RayService",
         "metadata": {"name": cfg.name.replace("_", "-").lower()},
         "spec": {
             # KubeRay deploys this through the Ray dashboard's REST API on the head pod.
-            "serveConfigV2": yaml.safe_dump(
-                {"http_options": {"host": "0.0.0.0", "port": cfg.port}, "applications": [app]},
-                sort_keys=False,
+            "serveConfigV2": kuberay.dump(
+                {"http_options": {"host": "0.0.0.0", "port": cfg.port}, "applications": [app]}
             ),
-            "rayClusterConfig": {
-                "rayVersion": ray_version,
-                "enableInTreeAutoscaling": True,
-                "headGroupSpec": {
-                    # Inside the pod network the operator must reach the dashboard; expose it
-                    # only through the cluster's Service, never a public load balancer.
-                    "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
-                    "template": {
-                        "spec": {
-                            "containers": [
-                                {
-                                    "name": "ray-head",
-                                    "image": image,
-                                    "resources": resources,
-                                    "ports": [
-                                        {"containerPort": 6379, "name": "gcs"},
-                                        {"containerPort": 8265, "name": "dashboard"},
-                                        {"containerPort": cfg.port, "name": "serve"},
-                                    ],
-                                }
-                            ]
-                        }
-                    },
-                },
-                "workerGroupSpecs": [
-                    {
-                        "groupName": "gpu" if cfg.num_gpus else "cpu",
-                        "replicas": 1,
-                        "minReplicas": 0 if cfg.num_gpus else 1,
-                        "maxReplicas": max(1, max_workers),
-                        "rayStartParams": {},
-                        "template": {
-                            "spec": {
-                                "containers": [
-                                    {
-                                        "name": "ray-worker",
-                                        "image": image,
-                                        "resources": worker_resources,
-                                    }
-                                ]
-                            }
-                        },
-                    }
-                ],
-            },
+            "rayClusterConfig": kuberay.cluster_spec(
+                image=image,
+                gpus_per_worker=1 if cfg.num_gpus else 0,
+                max_workers=max_workers,
+                serve_port=cfg.port,
+            ),
         },
     }
 
 
 def write(cfg: ServeConfig, out_dir: str, image: str) -> dict[str, str]:
     """Write ``serve_config.yaml`` and ``rayservice.yaml`` under ``out_dir``; return their paths."""
-    from importlib.metadata import version
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = {
         "serve_config": out / "serve_config.yaml",
         "rayservice": out / "rayservice.yaml",
     }
-    files["serve_config"].write_text(yaml.dump(serve_config(cfg), Dumper=_Dumper, sort_keys=False))
-    svc = rayservice(cfg, image=image, ray_version=version("ray"))
-    files["rayservice"].write_text(yaml.dump(svc, Dumper=_Dumper, sort_keys=False))
+    files["serve_config"].write_text(kuberay.dump(serve_config(cfg)))
+    files["rayservice"].write_text(kuberay.dump(rayservice(cfg, image=image)))
     return {k: str(v) for k, v in files.items()}
