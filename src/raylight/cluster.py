@@ -25,6 +25,9 @@ def _quiet_env(cluster: ClusterConfig) -> None:
     # the mode when it is imported, so this only takes effect before the first `import ray`.
     if "ray" not in sys.modules:
         os.environ.setdefault("RAY_AUTH_MODE", cluster.auth_mode)
+    if cluster.storage_endpoint:
+        # pyarrow (and boto) send every s3:// request there: S3-compatible stores (MinIO, ...).
+        os.environ["AWS_ENDPOINT_URL_S3"] = cluster.storage_endpoint
     if cluster.token_path and cluster.auth_mode == "token":
         # Ray's token loader reads this when it first needs the token (client and Jobs SDK).
         os.environ["RAY_AUTH_TOKEN_PATH"] = os.path.expanduser(cluster.token_path)
@@ -55,6 +58,14 @@ def init(cluster: ClusterConfig, runtime_env: dict[str, Any] | None = None) -> b
             "cluster.mode=job submits the command as a Ray job (raylight submit); "
             "it cannot be initialized in this process"
         )
+    if cluster.storage_endpoint and cluster.mode != "local":
+        # Workers of a cluster we connect to do not inherit this process's environment.
+        env = dict(runtime_env or {})
+        env["env_vars"] = {
+            **env.get("env_vars", {}),
+            "AWS_ENDPOINT_URL_S3": cluster.storage_endpoint,
+        }
+        runtime_env = env
     kwargs: dict[str, Any] = {
         "logging_level": logging.ERROR,
         "log_to_driver": cluster.log_to_driver,

@@ -202,6 +202,11 @@ class ClusterConfig(_Strict):
         "an s3:// / gs:// URI. Default for jobs: this machine's output_dir, made absolute "
         "(right for a cluster on this machine).",
     )
+    storage_endpoint: str | None = Field(
+        None,
+        description="Endpoint of an S3-compatible store for s3:// URIs (e.g. "
+        "http://127.0.0.1:9000 for MinIO); credentials come from the usual AWS variables.",
+    )
     allow_insecure: bool = Field(
         False,
         description="Allow auth_mode=disabled against a non-loopback address. Anyone who can "
@@ -758,6 +763,9 @@ def _validate_collect(plain: dict[str, Any]) -> tuple[TrainConfig | None, list[t
         if scaling is not None and cluster is not None:
             problems += _check_resources(scaling, cluster)
         return None, problems
+    if cfg.cluster.storage_endpoint:
+        # The checks below read s3:// paths on that store, as the run itself will.
+        os.environ["AWS_ENDPOINT_URL_S3"] = cfg.cluster.storage_endpoint
     problems += _check_data(cfg.data)
     problems += _check_model(cfg.model)
     problems += _check_resources(cfg.scaling, cfg.cluster)

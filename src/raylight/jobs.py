@@ -107,6 +107,8 @@ def runtime_env(cluster: ClusterConfig, env_vars: dict[str, str] | None = None) 
         # The shipped src/ wins over whatever raylight the cluster has installed.
         "env_vars": {"PYTHONPATH": "src", "RAYLIGHT_JOB": "1", **(env_vars or {})},
     }
+    if cluster.storage_endpoint:
+        base["env_vars"]["AWS_ENDPOINT_URL_S3"] = cluster.storage_endpoint
     extra = dict(cluster.runtime_env or {})
     if "env_vars" in extra:
         base["env_vars"].update(extra.pop("env_vars"))

@@ -412,9 +412,10 @@ def run_training(cfg: TrainConfig, printer: Any = None, announce: Any = None) ->
         if resume_dir:
             # Same name + storage path: Ray Train restores the run's checkpoint state.
             cfg = cfg.model_copy(
+                # String ops, not Path: Path("s3://b/x") collapses the scheme's "//".
                 update={
-                    "run_name": Path(resume_dir).name,
-                    "output_dir": str(Path(resume_dir).parent.parent),
+                    "run_name": resume_dir.rsplit("/", 1)[-1],
+                    "output_dir": resume_dir.rsplit("/", 2)[0],
                 }
             )
     name, run_dir = _run_paths(cfg)
