@@ -145,3 +145,14 @@ def test_missing_or_wrong_token_and_unknown_job_are_refused(
     assert r.returncode == 2 and "token" in r.stderr, r.stderr
     r = _raylight("jobs", "status", "raysubmit_doesnotexist", *local_cluster["args"])
     assert r.returncode == 2 and "no job" in r.stderr, r.stderr
+
+
+def test_the_unchanged_train_command_runs_as_a_job_and_its_failure_is_the_exit_code(
+    local_cluster: dict[str, Any], tmp_path: Path
+) -> None:
+    # penguins has 2 rows that break the contract: with on_bad_rows=fail the run must fail,
+    # on the cluster, and `raylight train ... cluster=local_cluster` must exit 1 saying so.
+    r = _raylight("train", "data=penguins", "data.on_bad_rows=fail", "scaling=single",
+                  f"output_dir={tmp_path}", *local_cluster["args"])  # fmt: skip
+    assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "bad data" in r.stdout + r.stderr and "FAILED" in r.stderr
