@@ -6,12 +6,14 @@ perturbed weights) stands in for "the next model" in the switch/canary/rollback 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -276,10 +278,28 @@ def _load(url: str, stop: threading.Event, out: list[tuple[int, str | None]]) ->
     deadline = time.monotonic() + 60
     while not stop.is_set() and time.monotonic() < deadline:
         try:
-            r = _post(url, ROWS[:2])
+            # A generous read timeout: on a loaded 2-core CI box a request can queue for seconds
+            # during a switch; slow is not failed, an error status or a dropped request is.
+            r = requests.post(url + "/predict", json=ROWS[:2], timeout=30)
             out.append((r.status_code, r.json()["model"]["version"] if r.ok else r.text))
         except requests.RequestException as exc:
             out.append((-1, str(exc)))
+
+
+@contextlib.contextmanager
+def _steady_load(url: str, clients: int) -> Iterator[list[tuple[int, str | None]]]:
+    """``clients`` closed-loop clients for the block; yields the (status, version) list."""
+    seen: list[tuple[int, str | None]] = []
+    stop = threading.Event()
+    workers = [threading.Thread(target=_load, args=(url, stop, seen)) for _ in range(clients)]
+    for w in workers:
+        w.start()
+    try:
+        yield seen
+    finally:
+        stop.set()
+        for w in workers:
+            w.join(timeout=30)
 
 
 def test_switch_canary_and_rollback_without_failed_requests(
@@ -289,33 +309,26 @@ def test_switch_canary_and_rollback_without_failed_requests(
     assert v1 != v2
     name = ["name=rollout", "route_prefix=/rollout"]
     url = sd.deploy(_cfg(bundles["v1"], serve_port, *name)).url
-    seen: list[tuple[int, str | None]] = []
-    stop = threading.Event()
-    workers = [threading.Thread(target=_load, args=(url, stop, seen)) for _ in range(4)]
     try:
-        for w in workers:
-            w.start()
-        time.sleep(1.0)
-        res = sd.deploy(_cfg(bundles["v2"], serve_port, *name))  # switch to v2
-        assert res.versions["stable"]["version"] == v2
-        assert res.previous == bundles["v1"]
-        time.sleep(1.0)
-        # canary: v1 gets half of the traffic
-        sd.deploy(_cfg(bundles["v2"], serve_port, *name, f"canary.bundle={bundles['v1']}",
-                       "canary.weight=0.5", f"previous={bundles['v1']}"))  # fmt: skip
-        n_before = len(seen)
-        time.sleep(2.0)
-        canary_phase = [v for _, v in seen[n_before:]]
-        cfg = _cfg(bundles["v2"], serve_port, *name)
-        res = sd.rollback(cfg)  # drops the canary
-        assert set(res.versions) == {"stable"} and res.versions["stable"]["version"] == v2
-        res = sd.rollback(cfg)  # back to v1
-        assert res.versions["stable"]["version"] == v1
-        time.sleep(1.0)
+        with _steady_load(url, clients=4) as seen:
+            time.sleep(1.0)
+            res = sd.deploy(_cfg(bundles["v2"], serve_port, *name))  # switch to v2
+            assert res.versions["stable"]["version"] == v2
+            assert res.previous == bundles["v1"]
+            time.sleep(1.0)
+            # canary: v1 gets half of the traffic
+            sd.deploy(_cfg(bundles["v2"], serve_port, *name, f"canary.bundle={bundles['v1']}",
+                           "canary.weight=0.5", f"previous={bundles['v1']}"))  # fmt: skip
+            n_before = len(seen)
+            time.sleep(2.0)
+            canary_phase = [v for _, v in seen[n_before:]]
+            cfg = _cfg(bundles["v2"], serve_port, *name)
+            res = sd.rollback(cfg)  # drops the canary
+            assert set(res.versions) == {"stable"} and res.versions["stable"]["version"] == v2
+            res = sd.rollback(cfg)  # back to v1
+            assert res.versions["stable"]["version"] == v1
+            time.sleep(1.0)
     finally:
-        stop.set()
-        for w in workers:
-            w.join(timeout=30)
         sd.shutdown("rollout")
     codes = [c for c, _ in seen]
     assert len(codes) > 50
@@ -422,30 +435,24 @@ def test_killing_a_replica_under_load_loses_at_most_in_flight_requests(
                "num_cpus=0.25")  # fmt: skip
     url = sd.deploy(cfg).url
     clients = 4  # each keeps one request in flight: at most 4 can be lost with the replica
-    seen: list[tuple[int, str | None]] = []
-    stop = threading.Event()
-    workers = [threading.Thread(target=_load, args=(url, stop, seen)) for _ in range(clients)]
     try:
-        for w in workers:
-            w.start()
-        time.sleep(1.5)
-        replicas = [a for a in ray.util.list_named_actors(all_namespaces=True)
-                    if a["namespace"] == "serve" and "chaos#model" in a["name"]]  # fmt: skip
-        assert len(replicas) == 2, replicas
-        n_at_kill = len(seen)
-        ray.kill(ray.get_actor(replicas[0]["name"], namespace="serve"), no_restart=True)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:  # Serve replaces the dead replica
-            states = serve.status().applications["chaos"].deployments["model"].replica_states
-            if states.get("RUNNING", 0) == 2 and len(seen) > n_at_kill + 50:
-                break
-            time.sleep(0.5)
-        n_recovered = len(seen)
-        time.sleep(2.0)
+        with _steady_load(url, clients) as seen:
+            time.sleep(1.5)
+            replicas = [a for a in ray.util.list_named_actors(all_namespaces=True)
+                        if a["namespace"] == "serve" and "chaos#model" in a["name"]]  # fmt: skip
+            assert len(replicas) == 2, replicas
+            n_at_kill = len(seen)
+            ray.kill(ray.get_actor(replicas[0]["name"], namespace="serve"), no_restart=True)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:  # Serve replaces the dead replica
+                app = serve.status().applications["chaos"]
+                states = app.deployments["model"].replica_states
+                if states.get("RUNNING", 0) == 2 and len(seen) > n_at_kill + 50:
+                    break
+                time.sleep(0.5)
+            n_recovered = len(seen)
+            time.sleep(2.0)
     finally:
-        stop.set()
-        for w in workers:
-            w.join(timeout=30)
         sd.shutdown("chaos")
     assert states.get("RUNNING", 0) == 2, states
     failed = [s for s in seen if s[0] != 200]
@@ -483,25 +490,17 @@ def test_autoscaling_adds_a_replica_under_load_and_removes_it_after(
         d = serve.status().applications["elastic"].deployments["model"]
         return d.replica_states.get("RUNNING", 0)
 
-    seen: list[tuple[int, str | None]] = []
-    stop = threading.Event()
-    workers = [threading.Thread(target=_load, args=(url, stop, seen)) for _ in range(8)]
     try:
         assert running() == 1
-        for w in workers:
-            w.start()
-        deadline = time.monotonic() + 90
-        while running() < 2 and time.monotonic() < deadline:
-            time.sleep(1)
-        assert running() == 2
-        stop.set()
-        for w in workers:
-            w.join(timeout=30)
+        with _steady_load(url, clients=8) as seen:
+            deadline = time.monotonic() + 90
+            while running() < 2 and time.monotonic() < deadline:
+                time.sleep(1)
+            assert running() == 2
         deadline = time.monotonic() + 90
         while running() > 1 and time.monotonic() < deadline:
             time.sleep(1)
         assert running() == 1
     finally:
-        stop.set()
         sd.shutdown("elastic")
     assert {c for c, _ in seen} == {200}
