@@ -9,7 +9,7 @@
 # Everything lives under $RAYLIGHT_CLUSTER_DIR (default .local-cluster/, git-ignored): the auth
 # token (mode 600, never printed), Ray's temp/session directory and the ports used. Sized for a
 # 2-core machine: 1 CPU per node. Ports (override with env): GCS $RAYLIGHT_GCS_PORT (6380),
-# dashboard + Jobs API $RAYLIGHT_DASHBOARD_PORT (8266), Ray client $RAYLIGHT_CLIENT_PORT (10011),
+# dashboard + Jobs API $RAYLIGHT_DASHBOARD_PORT (8266), Ray client $RAYLIGHT_CLIENT_PORT (10001),
 # all on 127.0.0.1.
 #
 # Client side, for `ray job list` etc.:  source <(scripts/local-cluster.sh env)
@@ -19,7 +19,8 @@ DIR=$(mkdir -p "${RAYLIGHT_CLUSTER_DIR:-.local-cluster}" && cd "${RAYLIGHT_CLUST
 BIN=${BIN:-$(cd "$(dirname "$0")/.." && pwd)/.venv/bin}
 GCS_PORT=${RAYLIGHT_GCS_PORT:-6380}
 DASH_PORT=${RAYLIGHT_DASHBOARD_PORT:-8266}
-CLIENT_PORT=${RAYLIGHT_CLIENT_PORT:-10011}
+# Ray's default; worker processes take 10002-19999, so not inside that range.
+CLIENT_PORT=${RAYLIGHT_CLIENT_PORT:-10001}
 # Ray keeps per-session sockets under the temp dir; unix socket paths must stay short.
 TMP=${RAYLIGHT_CLUSTER_TMP:-/tmp/raylight-cluster-$(id -u)-$GCS_PORT}
 TOKEN="$DIR/token"

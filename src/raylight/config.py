@@ -808,8 +808,12 @@ def _exists(path: str) -> bool:
 
 
 def _dedupe(problems: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Each problem once; a key Hydra reported as ``???`` is not reported again by pydantic."""
+    missing = {k for k, msg in problems if msg.startswith("required value is missing")}
     seen, out = set(), []
     for p in problems:
+        if p[0] in missing and p[1] == "Field required":
+            continue
         if p not in seen:
             seen.add(p)
             out.append(p)

@@ -248,12 +248,3 @@ def wait(cluster: ClusterConfig, job_id: str, timeout_s: float | None = None) ->
         if deadline is not None and time.monotonic() > deadline:
             raise JobError(f"job {job_id} still {st} after {timeout_s:.0f} s")
         time.sleep(1.0)
-
-
-def token_present() -> bool:
-    """Whether a token source is configured (never reads the token out)."""
-    return bool(
-        os.environ.get("RAY_AUTH_TOKEN")
-        or os.environ.get("RAY_AUTH_TOKEN_PATH")
-        or (Path.home() / ".ray" / "auth_token").exists()
-    )

@@ -90,8 +90,8 @@ def app(bundles: dict[str, str], serve_port: int) -> str:
     return res.url
 
 
-def _post(url: str, body: Any, **kw: Any) -> requests.Response:
-    return requests.post(url + "/predict", json=body, timeout=10, **kw)
+def _post(url: str, body: Any, timeout: float = 10, **kw: Any) -> requests.Response:
+    return requests.post(url + "/predict", json=body, timeout=timeout, **kw)
 
 
 def test_predictions_over_http_equal_batch_predict(
@@ -280,7 +280,7 @@ def _load(url: str, stop: threading.Event, out: list[tuple[int, str | None]]) ->
         try:
             # A generous read timeout: on a loaded 2-core CI box a request can queue for seconds
             # during a switch; slow is not failed, an error status or a dropped request is.
-            r = requests.post(url + "/predict", json=ROWS[:2], timeout=30)
+            r = _post(url, ROWS[:2], timeout=30)
             out.append((r.status_code, r.json()["model"]["version"] if r.ok else r.text))
         except requests.RequestException as exc:
             out.append((-1, str(exc)))

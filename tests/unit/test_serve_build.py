@@ -68,5 +68,8 @@ def test_bad_serve_config_lists_every_problem(bundle_dir: str) -> None:
         "autoscaling",
         "colour",
     } <= keys
+    with pytest.raises(ConfigError) as err:
+        load_serve_config([])
+    assert err.value.problems == [("bundle", "required value is missing (???)")]  # once, not twice
     with pytest.raises(ConfigError, match=r"canary\.bundle"):
         load_serve_config([f"bundle={bundle_dir}", "canary.weight=0.2"])

@@ -20,6 +20,7 @@ import logging
 import os
 import random
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,7 +135,7 @@ class ModelServer:
         self.api_key = _read_api_key(self.args.auth)
         self.metrics = _Metrics()
         self.started = time.time()
-        self.batch_log: list[int] = []  # recent batch sizes, for /metadata and tests
+        self.batch_log: deque[int] = deque(maxlen=1000)  # recent batch sizes, for /metadata
         # One intra-op thread per CPU the replica was given: more only contends with the proxy.
         torch.set_num_threads(max(1, int(self.args.num_cpus or 1)))
         self._predict_batch.set_max_batch_size(self.args.batch.max_batch_size)
@@ -221,7 +222,7 @@ class ModelServer:
             bundle's contract (a rule the request schema cannot express).
         """
         self.metrics.batch_requests.observe(len(items))
-        self.batch_log = [*self.batch_log[-999:], len(items)]
+        self.batch_log.append(len(items))
         versions = self.versions  # one snapshot for the whole batch
         out: list[Any] = [None] * len(items)
         for route in {r for r, _ in items}:

@@ -38,7 +38,6 @@ class Deployed:
     name: str
     versions: dict[str, dict[str, str]]
     previous: str | None = None
-    state_file: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -177,9 +176,8 @@ def read_state(cfg: ServeConfig) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def http_json(url: str, timeout: float = 5.0, headers: dict[str, str] | None = None) -> Any:
-    req = urllib.request.Request(url, headers=headers or {})
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
+def http_json(url: str, timeout: float = 5.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
         return json.loads(resp.read().decode())
 
 

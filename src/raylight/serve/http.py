@@ -206,7 +206,7 @@ def build_fastapi(server: Any) -> FastAPI:
                 "lineage": m.get("lineage"),
                 "metrics": m.get("metrics"),
             }
-        recent = server.batch_log[-1000:]
+        recent = list(server.batch_log)
         return JSONResponse({
             "versions": versions,
             "canary_weight": server.canary_weight,
