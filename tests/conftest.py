@@ -16,6 +16,10 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "1")
 os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "30")
+# Every test's runs go to the embedded store under its own output dir, never a user's server.
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.pop("WANDB_API_KEY", None)
 sys.path.insert(0, str(TESTS))
 
 

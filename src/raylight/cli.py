@@ -555,6 +555,229 @@ def cluster(
         console.out(text, end="", highlight=False)
 
 
+# ----------------------------------------------------------------------------- registry
+
+registry_app = typer.Typer(
+    no_args_is_help=True,
+    help="MLflow model registry: versions of trained bundles, aliases, lineage.",
+)
+app.add_typer(registry_app, name="registry")
+STORE = typer.Option(
+    None,
+    "--store",
+    help="MLflow tracking/registry URI; default $MLFLOW_TRACKING_URI, else the embedded store "
+    "<output-dir>/mlflow.db.",
+)
+OUTPUT_DIR = typer.Option("outputs", "--output-dir", help="Output root of the embedded store.")
+JSON = typer.Option(False, "--json", help="Print JSON instead of a table.")
+
+
+def _registry(store: str | None, output_dir: str) -> Any:
+    from raylight import registry, tracking
+
+    try:
+        return registry.open_store(store, output_dir)
+    except tracking.TrackingError as exc:
+        _fail_config(exc)
+
+
+def _registry_call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    from raylight.registry import RegistryError
+
+    try:
+        return fn(*args, **kwargs)
+    except RegistryError as exc:
+        _fail_config(exc)
+
+
+def _version_table(title: str, rows: list[dict[str, Any]]) -> Table:
+    t = Table(title=title)
+    for col in ("version", "aliases", "created", "by", "run", "test metrics"):
+        t.add_column(col)
+    for r in rows:
+        metrics = ", ".join(
+            f"{k.removeprefix('metric.test_')} {float(v):.4f}"
+            for k, v in r["tags"].items()
+            if k.startswith("metric.test_") and k != "metric.test_n"
+        )
+        t.add_row(
+            r["version"], ", ".join(r["aliases"]), (r["created_at"] or "")[:19],
+            r["registered_by"] or "", (r["run_id"] or "")[:12], metrics,
+        )  # fmt: skip
+    return t
+
+
+@registry_app.command("register")
+def registry_register(
+    source: str = typer.Argument(
+        ..., help="Bundle, run or sweep directory (path or URI), MLflow run id or runs:/ID."
+    ),
+    name: str = typer.Option(..., "--name", help="Registered model name."),
+    description: str | None = typer.Option(None, "--description"),
+    alias: str | None = typer.Option(None, "--alias", help="Also point this alias at it."),
+    store: str | None = STORE,
+    output_dir: str = OUTPUT_DIR,
+) -> None:
+    """Register a bundle as a new model version (validated first)."""
+    from raylight import registry
+
+    c = _registry(store, output_dir)
+    v = _registry_call(registry.register, c, source, name, description, output_dir)
+    console.print(
+        f"[bold green]registered[/] {v['uri']}  (run {v['run_id']}, source {v['source']})"
+    )
+    if alias:
+        p = _registry_call(registry.promote, c, name, v["version"], alias)
+        console.print(f"{name}@{alias} → v{p['version']}")
+
+
+@registry_app.command("list")
+def registry_list(
+    name: str | None = typer.Argument(None, help="A model: list its versions."),
+    store: str | None = STORE,
+    output_dir: str = OUTPUT_DIR,
+    as_json: bool = JSON,
+) -> None:
+    """Registered models, or the versions of one."""
+    from raylight import registry
+
+    rows = _registry_call(registry.list_models, _registry(store, output_dir), name)
+    if as_json:
+        console.print_json(data=rows)
+    elif name:
+        console.print(_version_table(f"{name}: versions", rows))
+    else:
+        t = Table(title="registered models")
+        for col in ("name", "versions", "latest", "aliases", "updated"):
+            t.add_column(col)
+        for r in rows:
+            aliases = ", ".join(f"{a} → v{v}" for a, v in sorted(r["aliases"].items()))
+            t.add_row(
+                r["name"],
+                str(r["versions"]),
+                str(r["latest"]),
+                aliases,
+                (r["updated_at"] or "")[:19],
+            )
+        console.print(t)
+
+
+@registry_app.command("show")
+def registry_show(
+    ref: str = typer.Argument(..., help="NAME, NAME/VERSION or NAME@ALIAS."),
+    store: str | None = STORE,
+    output_dir: str = OUTPUT_DIR,
+    as_json: bool = JSON,
+) -> None:
+    """One version: metrics, lineage (run, config, data fingerprint, commit), who and when."""
+    from raylight import registry
+
+    d = _registry_call(registry.show, _registry(store, output_dir), ref)
+    if as_json:
+        console.print_json(data=d)
+        return
+    lin = d.get("lineage") or {}
+    run = d.get("run") or {}
+    t = Table(
+        title=f"{d['uri']}" + (f"  ({', '.join(d['aliases'])})" if d["aliases"] else ""),
+        show_header=False,
+    )
+    t.add_column("key", style="bold")
+    t.add_column("value")
+    for k, v in (
+        ("registered", f"{d['created_at']} by {d['registered_by']}"),
+        ("description", d.get("description")),
+        ("source", d["source"]),
+        ("run", f"{run.get('run_name')} ({d['run_id']}, {run.get('status')})"),
+        ("run dir", run.get("run_dir")),
+        ("data fingerprint", lin.get("data_fingerprint")),
+        ("data", ", ".join(lin.get("data_sources") or [])),
+        ("git commit", f"{lin.get('git_commit')}" + (" (dirty)" if lin.get("git_dirty") else "")),
+        ("versions", ", ".join(f"{p} {v}" for p, v in (lin.get("versions") or {}).items())),
+        ("trained", lin.get("created_at")),
+        ("test metrics", ", ".join(f"{k} {v:.4f}" for k, v in (d.get("metrics") or {}).items() if isinstance(v, float))),
+        ("model", (d.get("config") or {}).get("model", {}).get("_target_")),
+    ):  # fmt: skip
+        if v:
+            t.add_row(k, str(v))
+    console.print(t)
+
+
+@registry_app.command("promote")
+def registry_promote(
+    name: str = typer.Argument(...),
+    version: str = typer.Argument(...),
+    alias: str = typer.Option("production", "--alias"),
+    store: str | None = STORE,
+    output_dir: str = OUTPUT_DIR,
+) -> None:
+    """Point an alias (default production) at a version; the old target is kept for rollback."""
+    from raylight import registry
+
+    d = _registry_call(registry.promote, _registry(store, output_dir), name, version, alias)
+    was = f" (was v{d['previous']})" if d["previous"] else ""
+    console.print(f"[bold green]{name}@{alias}[/] → v{d['version']}{was}")
+
+
+@registry_app.command("rollback")
+def registry_rollback(
+    name: str = typer.Argument(...),
+    alias: str = typer.Option("production", "--alias"),
+    store: str | None = STORE,
+    output_dir: str = OUTPUT_DIR,
+) -> None:
+    """Point an alias back at the version it named before its last promotion."""
+    from raylight import registry
+
+    d = _registry_call(registry.rollback, _registry(store, output_dir), name, alias)
+    console.print(f"[bold green]{name}@{alias}[/] → v{d['version']} (was v{d['previous']})")
+
+
+@registry_app.command("lineage")
+def registry_lineage(
+    run: str = typer.Argument(..., help="MLflow run id or a tracked run directory."),
+    store: str | None = STORE,
+    output_dir: str = OUTPUT_DIR,
+    as_json: bool = JSON,
+) -> None:
+    """Every model version registered from a run."""
+    from raylight import registry
+
+    rows = _registry_call(registry.runs_versions, _registry(store, output_dir), run)
+    if as_json:
+        console.print_json(data=rows)
+        return
+    t = Table(title=f"versions registered from {run}")
+    for col in ("model", "version", "aliases", "source"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["name"], r["version"], ", ".join(r["aliases"]), r["source"])
+    console.print(t)
+
+
+@app.command()
+def ui(
+    port: int = typer.Option(5000, "--port"),
+    host: str = typer.Option("127.0.0.1", "--host", help="Bind address (loopback by default)."),
+    store: str | None = STORE,
+    output_dir: str = OUTPUT_DIR,
+) -> None:
+    """The MLflow UI on the tracking store (embedded by default), bound to 127.0.0.1."""
+    import shutil
+
+    from raylight import tracking
+    from raylight.config import TrackingConfig
+
+    uri = tracking.mlflow_uri(
+        TrackingConfig.model_validate({"mlflow": {"tracking_uri": store}}), output_dir
+    )
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        _fail_config(FileNotFoundError(f"no tracking store at {uri}: train something first"))
+    exe = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
+    console.print(f"MLflow UI on http://{host}:{port}  (store {uri}); Ctrl-C stops it")
+    os.execv(exe, [exe, "server", "--backend-store-uri", uri, "--host", host, "--port", str(port)])
+
+
 def main() -> None:
     """Console-script entry point."""
     os.environ.setdefault("HYDRA_FULL_ERROR", "0")

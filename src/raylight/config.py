@@ -11,13 +11,23 @@ Only then does anything start Ray, and what crosses into Ray is the plain ``dict
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 
@@ -246,8 +256,65 @@ class ClusterConfig(_Strict):
         return self
 
 
+# Registered model names: what the registry CLI and models:/NAME@ALIAS URIs can spell.
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
+
+
+class MlflowSettings(_Strict):
+    """The MLflow store runs, sweeps and registered models go to.
+
+    Default: an embedded store, nothing to run — a SQLite database ``<output_dir>/mlflow.db``
+    and artifacts under ``<output_dir>/mlartifacts`` (a local path or a pyarrow/fsspec URI such
+    as ``s3://bucket/prefix``, so every node of a cluster can read a registered bundle). The
+    environment's ``MLFLOW_TRACKING_URI`` wins over the default, an explicit value over both.
+    """
+
+    tracking_uri: str | None = Field(
+        None, description="sqlite:///PATH, http(s)://SERVER, ...; default: the embedded store."
+    )
+    artifact_location: str | None = Field(
+        None, description="Artifact root of a new experiment; default <output_dir>/mlartifacts."
+    )
+    experiment: str | None = Field(None, description="Experiment name; default: the data name.")
+    log_bundle: bool = Field(True, description="Upload the bundle as the run's artifact.")
+
+
+class WandbSettings(_Strict):
+    """Weights & Biases: offline by default (files under ``<output_dir>/wandb``, sync later
+    with ``wandb sync``); ``mode: online`` needs a key in ``WANDB_API_KEY`` (never in a config).
+    """
+
+    project: str = "raylight"
+    entity: str | None = None
+    mode: Literal["offline", "online"] = "offline"
+    dir: str | None = Field(None, description="Where runs are written; default <output_dir>.")
+    init_timeout_s: float = Field(30.0, gt=0, description="Give up reaching the server after this.")
+    base_url: str | None = Field(None, description="A self-hosted W&B server.")
+
+
 class TrackingConfig(_Strict):
-    backends: list[Literal["csv"]] = Field(default_factory=lambda: ["csv"])
+    """Where runs are tracked; backends combine, e.g. ``tracking.backends=[mlflow,wandb]``.
+
+    ``mlflow`` and ``wandb`` log from the driver (the process that started the run), which gets
+    rank 0's report every epoch: one tracking run per training job across worker retries and
+    ``resume=``, and an embedded SQLite store needs no network path from the workers. ``csv``
+    is Lightning's CSVLogger on rank 0, under the run directory.
+    """
+
+    backends: list[Literal["mlflow", "wandb", "csv"]] = Field(default_factory=lambda: ["csv"])
+    mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
+    wandb: WandbSettings = Field(default_factory=WandbSettings)
+    # A tracking failure mid-run is reported and disables that backend; training goes on.
+
+    @field_validator("backends")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        return list(dict.fromkeys(v))
+
+
+# `register` names a field the user spells `register=NAME`; pydantic warns that it shadows
+# ABCMeta.register, which lives on the metaclass and is never reached through an instance.
+warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
 
 
 class TrainConfig(_Strict):
@@ -261,6 +328,11 @@ class TrainConfig(_Strict):
     scaling: ScalingConfig = Field(default_factory=ScalingConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    register: str | None = Field(
+        None,
+        pattern=MODEL_NAME_PATTERN,
+        description="Register the bundle as a new version of this MLflow registered model.",
+    )
 
     def to_plain(self) -> dict[str, Any]:
         """The resolved config as plain JSON-able data: what crosses into Ray."""
@@ -371,6 +443,9 @@ class ServeAppArgs(ServeSettings):
     bundle: str = Field(description="Bundle directory (path or URI) served as the stable version.")
     previous: str | None = Field(None, description="Bundle `raylight serve rollback` returns to.")
     canary: CanarySettings = Field(default_factory=CanarySettings)
+    registry: dict[str, Any] | None = Field(
+        None, description="The registry version the bundle was resolved from (for /metadata)."
+    )
 
 
 class ServeConfig(ServeAppArgs):
@@ -385,6 +460,9 @@ class ServeConfig(ServeAppArgs):
     )
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     output_dir: str = "outputs"
+    registry_uri: str | None = Field(
+        None, description="MLflow store of `model`; default as for tracking (embedded store)."
+    )
 
     def app_args(self) -> ServeAppArgs:
         return ServeAppArgs.model_validate(self.model_dump(include=set(ServeAppArgs.model_fields)))
@@ -762,6 +840,7 @@ def _validate_collect(plain: dict[str, Any]) -> tuple[TrainConfig | None, list[t
         cluster = _partial(ClusterConfig, plain.get("cluster"))
         if scaling is not None and cluster is not None:
             problems += _check_resources(scaling, cluster)
+        problems += _check_tracking(plain.get("tracking"))
         return None, problems
     if cfg.cluster.storage_endpoint:
         # The checks below read s3:// paths on that store, as the run itself will.
@@ -769,9 +848,38 @@ def _validate_collect(plain: dict[str, Any]) -> tuple[TrainConfig | None, list[t
     problems += _check_data(cfg.data)
     problems += _check_model(cfg.model)
     problems += _check_resources(cfg.scaling, cfg.cluster)
+    problems += _check_tracking(cfg.tracking.model_dump())
     if cfg.resume is not None and not _exists(cfg.resume):
         problems.append(("resume", f"{cfg.resume!r} does not exist"))
     return cfg, problems
+
+
+def _check_tracking(t: Any) -> list[tuple[str, str]]:
+    """Backends that cannot work here, found before any cluster work.
+
+    Args:
+        t: The ``tracking`` section as a plain dict (also when the schema check failed
+            elsewhere, so that the user sees these problems in the same message).
+    """
+    if not isinstance(t, dict):
+        return []
+    backends = t.get("backends") if isinstance(t.get("backends"), list) else []
+    wandb = t.get("wandb") if isinstance(t.get("wandb"), dict) else {}
+    problems: list[tuple[str, str]] = []
+    for name, hint in (("mlflow", "pip install 'mlflow>=3.10'"), ("wandb", "pip install wandb")):
+        if name in backends and importlib.util.find_spec(name) is None:
+            problems.append(("tracking.backends", f"{name} is not installed: {hint}"))
+    if (
+        "wandb" in backends
+        and wandb.get("mode") == "online"
+        and not os.environ.get("WANDB_API_KEY")
+    ):
+        problems.append((
+            "tracking.wandb.mode",
+            "online needs an API key in the WANDB_API_KEY environment variable (never in a "
+            "config file); or keep mode=offline and `wandb sync` the runs later",
+        ))  # fmt: skip
+    return problems
 
 
 def validate(plain: dict[str, Any], problems: Sequence[tuple[str, str]] = ()) -> TrainConfig:
@@ -879,9 +987,18 @@ def validate_serve(
 ) -> ServeConfig:
     """Validate a composed serve config; raise one ConfigError listing every problem."""
     problems = list(problems)
+    plain = dict(plain)
+    problems += _resolve_model(plain)
+    if plain.get("bundle") is None:
+        plain["bundle"] = ""  # "required" is reported below, once, with a hint
     canary = plain.get("canary") if isinstance(plain.get("canary"), dict) else {}
     for key, path in (("bundle", plain.get("bundle")), ("canary.bundle", canary.get("bundle"))):
-        if isinstance(path, str) and path not in ("???", "") and not _exists(path):
+        if (
+            isinstance(path, str)
+            and path not in ("???", "")
+            and not path.startswith("models:/")  # an unresolved registry ref: reported above
+            and not _exists(path)
+        ):
             problems.append((key, f"{path!r} does not exist"))
     try:
         cfg = ServeConfig.model_validate(_strip_missing(plain))
@@ -896,7 +1013,9 @@ def validate_serve(
         }
     )
     if require_bundle and not cfg.bundle:
-        problems.append(("bundle", "required: the bundle directory to serve"))
+        problems.append(
+            ("bundle", "required: the bundle directory to serve (or model=models:/NAME@ALIAS)")
+        )
     if cfg.canary.bundle and cfg.canary.weight == 0:
         problems.append(("canary.weight", "a canary bundle needs a weight > 0"))
     if cfg.canary.weight > 0 and not cfg.canary.bundle:
@@ -904,6 +1023,32 @@ def validate_serve(
     if problems:
         raise ConfigError(_dedupe(problems))
     return cfg
+
+
+def _resolve_model(plain: dict[str, Any]) -> list[tuple[str, str]]:
+    """``model=models:/NAME@ALIAS`` (or ``bundle=models:/...``) → the version's bundle path.
+
+    Resolved once, here, on the machine that deploys: the app then serves a fixed version
+    (redeploy after a promotion to move to the alias's new target).
+    """
+    ref = plain.get("bundle")
+    if not (isinstance(ref, str) and ref.startswith("models:/")):
+        return []
+    key = "model"
+    from raylight import registry, tracking
+
+    try:
+        c = registry.open_store(
+            plain.get("registry_uri"), str(plain.get("output_dir") or "outputs")
+        )
+        path, info = registry.resolve_bundle(c, str(ref))
+    except (registry.RegistryError, tracking.TrackingError) as exc:
+        return [(key, str(exc))]
+    plain["bundle"] = path
+    plain["registry"] = info
+    if not plain.get("model_name"):
+        plain["model_name"] = info["name"]
+    return []
 
 
 def _absolute(path: str | None) -> str | None:
@@ -914,6 +1059,13 @@ def _absolute(path: str | None) -> str | None:
 
 
 def load_serve_config(overrides: Sequence[str] = (), require_bundle: bool = True) -> ServeConfig:
+    # `model=models:/NAME@ALIAS` is how users name a registry version; Hydra would read
+    # `model=` as the training config's model group, so it travels as the bundle (quoted: the
+    # override grammar has no bare '@' or ':/').
+    overrides = [
+        f"bundle='{o.split('=', 1)[1].strip(chr(39) + chr(34))}'" if o.startswith("model=") else o
+        for o in overrides
+    ]
     plain, problems = compose(overrides, config_name="serve")
     return validate_serve(plain, problems, require_bundle=require_bundle)
 

@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -225,6 +225,8 @@ class TrainResult:
     data_summary: dict[str, Any]
     epochs: int
     timings: dict[str, float]
+    tracking: dict[str, Any] = field(default_factory=dict)
+    registered: dict[str, Any] | None = None
 
 
 def _run_paths(cfg: TrainConfig) -> tuple[str, str]:
@@ -282,12 +284,14 @@ def versions() -> dict[str, str]:
 class _Progress:
     """Driver-side progress: the Ray Train controller pushes each report into a queue."""
 
-    def __init__(self, max_epochs: int, printer: Any) -> None:
+    def __init__(self, max_epochs: int, printer: Any, sinks: list[Any] | None = None) -> None:
         from ray.util.queue import Queue
 
         self.queue = Queue(maxsize=1000, actor_options={"num_cpus": 0})
         self.max_epochs = max_epochs
         self.printer = printer
+        # Also called per epoch, e.g. the tracker's log_metrics: rank 0's report, on the driver.
+        self.sinks = sinks or []
         self.start = time.time()
         self.epochs: list[dict[str, Any]] = []
         self._stop = threading.Event()
@@ -319,6 +323,8 @@ class _Progress:
             except Exception:
                 return
             self.epochs.append(m)
+            for sink in self.sinks:
+                sink(m)
             if self.printer:
                 self.printer(m, self.max_epochs, time.time() - self.start)
 
@@ -388,10 +394,8 @@ def run_training(cfg: TrainConfig, printer: Any = None, announce: Any = None) ->
     """
     from raylight.cluster import cluster_gpus
     from raylight.config import ConfigError
-    from raylight.data.pipeline import prepare
 
     say = announce or (lambda stage, detail: None)
-    timings: dict[str, float] = {}
     t0 = time.time()
 
     if cfg.scaling.use_gpu and cluster_gpus() < cfg.scaling.num_workers * (
@@ -428,6 +432,68 @@ def run_training(cfg: TrainConfig, printer: Any = None, announce: Any = None) ->
     _write_text(run_dir + "/config.yaml", _to_yaml(plain))
     say("run", run_dir)
 
+    # ---- tracking: one run per training job; a resumed run directory continues its runs.
+    tracker = _open_tracker(cfg, name, run_dir, init_checkpoint, say)
+    try:
+        res = _train_tracked(cfg, plain, name, run_dir, init_checkpoint, tracker, printer, say)
+    except BaseException as exc:
+        tracker.set_tags({"raylight.error": f"{type(exc).__name__}: {exc}"[:5000]})
+        tracker.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
+    timings = res.timings
+    timings["total_s"] = time.time() - t0
+    _log_outcome(tracker, res, cfg)
+    if cfg.register:
+        from raylight import registry
+
+        version = registry.register_training(res, cfg, tracker)
+        res.registered = version
+        say("registry", f"{version['name']} version {version['version']} ({version['source']})")
+    tracker.finish("FINISHED")
+    res.tracking = tracker.state()
+    _write_json(run_dir + "/tracking.json", res.tracking)
+    _write_json(run_dir + "/result.json", {k: v for k, v in res.__dict__.items()})
+    return res
+
+
+def _open_tracker(
+    cfg: TrainConfig, name: str, run_dir: str, init_checkpoint: str | None, say: Any
+) -> Any:
+    from raylight import tracking
+
+    tracker = tracking.open_runs(
+        cfg.tracking,
+        cfg.output_dir,
+        tracking.experiment_for(cfg),
+        name,
+        previous=tracking.read_state(run_dir),
+        warn=lambda msg: say("tracking", msg),
+    )
+    if tracker.runs:
+        _write_json(run_dir + "/" + tracking.STATE_FILE, tracker.state())
+        tracker.log_params(tracking.flatten(cfg.to_plain()))
+        tags = tracking.run_tags(cfg, "train", run_dir)
+        if init_checkpoint:
+            tags["raylight.init_checkpoint"] = init_checkpoint
+        tracker.set_tags(tags)
+        say("tracking", ", ".join(f"{k} run {v}" for k, v in tracker.ids.items()))
+    return tracker
+
+
+def _train_tracked(
+    cfg: TrainConfig,
+    plain: dict[str, Any],
+    name: str,
+    run_dir: str,
+    init_checkpoint: str | None,
+    tracker: Any,
+    printer: Any,
+    say: Any,
+) -> TrainResult:
+    """Data → fit → bundle, with every epoch going to the tracker."""
+    from raylight.data.pipeline import prepare
+
+    timings: dict[str, float] = {}
     # ---- data
     t = time.time()
     data: PreparedData = prepare(cfg.data, cfg.seed, quarantine_dir=run_dir + "/quarantine")
@@ -435,6 +501,12 @@ def run_training(cfg: TrainConfig, printer: Any = None, announce: Any = None) ->
     summary = data.summary.to_dict()
     _write_json(run_dir + "/data_summary.json", summary)
     say("data", _data_line(summary))
+    tracker.set_tags({
+        "raylight.data_fingerprint": data.summary.fingerprint,
+        "raylight.data_rows": summary["rows"],
+        "raylight.data_quarantined": summary["bad"],
+    })  # fmt: skip
+    tracker.log_artifacts(run_dir + "/data_summary.json", "")
 
     pre = data.preprocessor
     model_args = model_args_for(cfg, pre)
@@ -442,7 +514,15 @@ def run_training(cfg: TrainConfig, printer: Any = None, announce: Any = None) ->
 
     # ---- train
     t = time.time()
-    progress = _Progress(cfg.trainer.max_epochs, printer)
+    clock = {"last": time.time()}
+
+    def track_epoch(m: dict[str, Any]) -> None:
+        now = time.time()
+        m = {**m, "epoch_time_s": now - clock["last"]}
+        clock["last"] = now
+        tracker.log_metrics(m, step=int(m.get("epoch", 0)))
+
+    progress = _Progress(cfg.trainer.max_epochs, printer, sinks=[track_epoch])
     trainer = torch_trainer(
         cfg, plain, data, storage_path=run_dir, name="train", callbacks=[progress.callback()]
     )
@@ -460,10 +540,11 @@ def run_training(cfg: TrainConfig, printer: Any = None, announce: Any = None) ->
     # ---- bundle
     t = time.time()
     bundle_path = run_dir + "/bundle"
-    best_metrics, test = export_bundle(best, bundle_path, cfg, plain, data, model_args, name)
+    best_metrics, test = export_bundle(
+        best, bundle_path, cfg, plain, data, model_args, name, tracking_ids=tracker.ids
+    )
     timings["bundle_eval_s"] = time.time() - t
-    timings["total_s"] = time.time() - t0
-    res = TrainResult(
+    return TrainResult(
         run_name=name,
         run_dir=run_dir,
         bundle_path=bundle_path,
@@ -474,8 +555,22 @@ def run_training(cfg: TrainConfig, printer: Any = None, announce: Any = None) ->
         epochs=len(progress.epochs),
         timings=timings,
     )
-    _write_json(run_dir + "/result.json", {k: v for k, v in res.__dict__.items()})
-    return res
+
+
+def _log_outcome(tracker: Any, res: TrainResult, cfg: TrainConfig) -> None:
+    """The run's final numbers and files: best epoch, test split, bundle, config."""
+    from raylight.tracking import numeric_metrics
+
+    final = {f"best_{k}": v for k, v in numeric_metrics(res.metrics).items()}
+    final.update({f"test_{k}": v for k, v in numeric_metrics(res.test_metrics).items()})
+    final.update({f"time_{k}": v for k, v in res.timings.items()})
+    tracker.log_metrics(final, step=int(res.metrics.get("epoch", 0)))
+    tracker.set_tags(
+        {"raylight.best_epoch": res.metrics.get("epoch"), "raylight.bundle": res.bundle_path}
+    )
+    tracker.log_artifacts(res.run_dir + "/config.yaml", "")
+    if cfg.tracking.mlflow.log_bundle:
+        tracker.log_artifacts(res.bundle_path, "bundle")
 
 
 def model_args_for(cfg: TrainConfig, pre: Any) -> dict[str, Any]:
@@ -546,6 +641,7 @@ def export_bundle(
     data: PreparedData,
     model_args: dict[str, Any],
     run_name: str,
+    tracking_ids: dict[str, str] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Write the bundle from a checkpoint, reload it, and score the test split with it.
 
@@ -560,7 +656,9 @@ def export_bundle(
     bundle_io.write(
         bundle_path,
         state,
-        _manifest(cfg, plain, data, model_args, best_metrics, run_name, checkpoint.path),
+        _manifest(
+            cfg, plain, data, model_args, best_metrics, run_name, checkpoint.path, tracking_ids
+        ),
     )
     b = bundle_io.load(bundle_path)  # round-trip: evaluate what was written, not what is in memory
     test = score(b, data.test)
@@ -576,6 +674,7 @@ def _manifest(
     best_metrics: dict[str, Any],
     run_name: str,
     checkpoint: str,
+    tracking_ids: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     from raylight.data.pipeline import contract_rules
 
@@ -606,6 +705,8 @@ def _manifest(
             "data_fingerprint": data.summary.fingerprint,
             "data_sources": data.summary.source_paths,
             "created_at": datetime.now(timezone.utc).isoformat(),
+            # The tracking runs this bundle came from (MLflow/W&B run ids): bundle → run.
+            "tracking": dict(tracking_ids or {}),
             **git_info(),
             "versions": versions(),
         },

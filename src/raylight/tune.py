@@ -22,7 +22,7 @@ import json
 import math
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -314,6 +314,8 @@ class SweepResult:
     pareto: list[dict[str, Any]]
     plots: list[str]
     timings: dict[str, float]
+    tracking: dict[str, Any] = field(default_factory=dict)
+    registered: dict[str, Any] | None = None
 
 
 def _sweep_paths(cfg: TuneRunConfig) -> tuple[str, str]:
@@ -376,11 +378,8 @@ def _concurrency(cfg: TuneRunConfig, per_trial: dict[str, float]) -> int:
 
 def run_tuning(cfg: TuneRunConfig, announce: Any = None) -> SweepResult:
     """Run (or resume) a sweep on the current Ray cluster and export its best trial."""
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-
     from raylight.data.pipeline import prepare
-    from raylight.train import _to_yaml, _write_json, _write_text
+    from raylight.train import _write_json
 
     say = announce or (lambda stage, detail: None)
     t0 = time.time()
@@ -414,6 +413,68 @@ def run_tuning(cfg: TuneRunConfig, announce: Any = None) -> SweepResult:
         )
 
     space_plain = {k: d.model_dump() for k, d in s.space.items()}
+    parent, callbacks = _open_sweep_tracking(cfg, name, sweep_dir, space_plain, say)
+    try:
+        return _run_sweep(cfg, s, name, sweep_dir, root, sweep_name, base, seed, data,
+                          space_plain, parent, callbacks, timings, t0, say)  # fmt: skip
+    except BaseException as exc:
+        parent.set_tags({"raylight.error": f"{type(exc).__name__}: {exc}"[:5000]})
+        parent.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
+
+
+def _open_sweep_tracking(
+    cfg: TuneRunConfig, name: str, sweep_dir: str, space_plain: dict[str, Any], say: Any
+) -> tuple[Any, list[Any]]:
+    """The sweep's parent run (continued on resume) and the callback that opens child runs."""
+    from raylight import tracking
+
+    if not any(b in cfg.tracking.backends for b in ("mlflow", "wandb")):
+        return tracking.Tracker([]), []
+    from raylight.sweep_tracking import TrialTracking, read_sweep_state, write_sweep_state
+
+    state = read_sweep_state(sweep_dir)
+    experiment = tracking.experiment_for(cfg)
+    parent = tracking.open_runs(
+        cfg.tracking, cfg.output_dir, experiment, name, previous=state.get("parent"),
+        group=name, job_type="sweep", warn=lambda msg: say("tracking", msg),
+    )  # fmt: skip
+    state["parent"] = parent.state()
+    write_sweep_state(sweep_dir, state)
+    plain = cfg.to_plain()
+    parent.log_params(tracking.flatten(plain))
+    parent.set_tags(tracking.run_tags(cfg, "sweep", sweep_dir))
+    say("tracking", ", ".join(f"{k} parent run {v}" for k, v in parent.ids.items()))
+    max_t = cfg.tune.scheduler.max_t or cfg.trainer.max_epochs
+    cb = TrialTracking(
+        cfg.tracking.model_dump(mode="json"), cfg.output_dir, experiment, name, sweep_dir,
+        parent.ids, max_t, space_plain,
+    )  # fmt: skip
+    return parent, [cb]
+
+
+def _run_sweep(
+    cfg: TuneRunConfig,
+    s: TuneSettings,
+    name: str,
+    sweep_dir: str,
+    root: str,
+    sweep_name: str,
+    base: dict[str, Any],
+    seed: int,
+    data: PreparedData,
+    space_plain: dict[str, Any],
+    parent: Any,
+    callbacks: list[Any],
+    timings: dict[str, float],
+    t0: float,
+    say: Any,
+) -> SweepResult:
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from raylight.train import _to_yaml, _write_json, _write_text
+
     per_trial: dict[str, float] = {"CPU": cfg.scaling.cpus_per_worker}
     if cfg.scaling.use_gpu:
         per_trial["GPU"] = cfg.scaling.gpus_per_worker or 1
@@ -482,6 +543,7 @@ def run_tuning(cfg: TuneRunConfig, announce: Any = None) -> SweepResult:
                     checkpoint_score_attribute=cfg.trainer.monitor,
                     checkpoint_score_order=cfg.trainer.mode,
                 ),
+                callbacks=callbacks,
                 verbose=1,
             ),
         )
@@ -535,10 +597,68 @@ def run_tuning(cfg: TuneRunConfig, announce: Any = None) -> SweepResult:
         sweep_dir + "/summary.json",
         {"best": best, "pareto": pareto, "timings": timings, "plots": plots},
     )
+    registered = _finish_sweep_tracking(cfg, parent, sweep_dir, best, plots, timings, say)
     return SweepResult(
         name=name, sweep_dir=sweep_dir, trials=trials, best=best, best_config_path=best_dir + "/config.yaml",
         bundle_path=best_dir + "/bundle", pareto=pareto, plots=plots, timings=timings,
+        tracking=parent.state(), registered=registered,
     )  # fmt: skip
+
+
+def _finish_sweep_tracking(
+    cfg: TuneRunConfig,
+    parent: Any,
+    sweep_dir: str,
+    best: dict[str, Any],
+    plots: list[str],
+    timings: dict[str, float],
+    say: Any,
+) -> dict[str, Any] | None:
+    """The parent run gets the best trial's numbers and files; the best child is tagged."""
+    from raylight.sweep_tracking import read_sweep_state
+    from raylight.tracking import numeric_metrics
+
+    child = (read_sweep_state(sweep_dir)["trials"].get(best["trial_id"]) or {}).get("mlflow")
+    mlrun = parent.get("mlflow")
+    if child and mlrun is not None:
+        try:
+            mlrun.client.set_tag(child["run_id"], "raylight.best", "true")
+        except Exception as exc:
+            say("tracking", f"could not tag the best trial's run: {exc}")
+    final = {f"best_{k}": v for k, v in numeric_metrics(best["metrics"]).items()}
+    final.update({f"test_{k}": v for k, v in numeric_metrics(best["test"]).items()})
+    final.update({f"time_{k}": v for k, v in timings.items()})
+    parent.log_metrics(final, step=0)
+    parent.set_tags({
+        "raylight.best_trial": best["trial_id"],
+        "raylight.best_trial_run": (child or {}).get("run_id"),
+        "raylight.bundle": sweep_dir + "/best/bundle",
+    })  # fmt: skip
+    for f in ("trials.csv", "summary.json", "best/config.yaml", "best/best.json"):
+        parent.log_artifacts(sweep_dir + "/" + f, "")
+    for plot in plots:
+        parent.log_artifacts(plot, "plots")
+    if cfg.tracking.mlflow.log_bundle:
+        parent.log_artifacts(sweep_dir + "/best/bundle", "bundle")
+    registered = None
+    if cfg.register:
+        from raylight import registry
+
+        c = (
+            mlrun.client
+            if mlrun is not None
+            else registry.open_store(cfg.tracking.mlflow.tracking_uri, cfg.output_dir)
+        )
+        source = mlrun.run_id if mlrun is not None and "mlflow" not in parent.errors else sweep_dir
+        registered = registry.register(c, source, cfg.register, output_dir=cfg.output_dir)
+        say("registry", f"{registered['name']} version {registered['version']}")
+    parent.finish("FINISHED")
+    from raylight.sweep_tracking import write_sweep_state
+
+    state = read_sweep_state(sweep_dir)
+    state["parent"] = parent.state()
+    write_sweep_state(sweep_dir, state)
+    return registered
 
 
 def _best_checkpoint_of(grid: Any, trial_id: str, metric: str, mode: str) -> Any:
