@@ -108,15 +108,19 @@ def train(
     console.print(
         f"[bold]raylight train[/] data={cfg.data.name} model={cfg.model['_target_'].rsplit('.', 1)[-1]} workers={cfg.scaling.num_workers} cluster={cfg.cluster.mode}"
     )
+    from raylight.tracking import TrackingError
+
     try:
         with session(cfg.cluster):
             res = run_training(cfg, printer=_epoch_printer, announce=_announce)
-    except ConfigError as exc:
+    except (ConfigError, TrackingError) as exc:
         _fail_config(exc)
     except BadDataError as exc:
         err.print(f"[bold red]bad data:[/] {exc}", soft_wrap=True)
         raise typer.Exit(1) from None
     print_training(res)
+    if res.registered and "error" in res.registered:
+        raise typer.Exit(1)
 
 
 @app.command(context_settings=_EXTRA)
@@ -149,15 +153,21 @@ def tune(
         return
     from raylight.cluster import session
     from raylight.data.pipeline import BadDataError
+    from raylight.tracking import TrackingError
     from raylight.tune import run_tuning, sweep_cluster
 
     try:
         with session(sweep_cluster(cfg)):
             res = run_tuning(cfg, announce=_announce)
+    except TrackingError as exc:
+        _fail_config(exc)
     except BadDataError as exc:
         err.print(f"[bold red]bad data:[/] {exc}", soft_wrap=True)
         raise typer.Exit(1) from None
     print_sweep(cfg, res)
+    print_tracking(res.tracking, res.registered)
+    if res.registered and "error" in res.registered:
+        raise typer.Exit(1)
 
 
 def print_training(res: Any) -> None:
@@ -177,6 +187,21 @@ def print_training(res: Any) -> None:
         console.print(
             f"[yellow]quarantine[/] {res.data_summary['bad']} bad row(s) with reasons in {res.data_summary['quarantine_path']}"
         )
+    print_tracking(res.tracking, res.registered)
+
+
+def print_tracking(state: dict[str, Any], registered: dict[str, Any] | None) -> None:
+    """Where the run was tracked, what failed there, and the registered version."""
+    for name, info in state.items():
+        if name != "errors":
+            hint = "  (browse: raylight ui)" if name == "mlflow" else ""
+            console.print(f"[bold]{name}[/]  run {info['run_id']}{hint}")
+    for name, e in (state.get("errors") or {}).items():
+        err.print(f"[yellow]tracking ({name}) failed and was switched off:[/] {e}", soft_wrap=True)
+    if registered and "error" in registered:
+        err.print(f"[bold red]registration failed:[/] {registered['error']}", soft_wrap=True)
+    elif registered:
+        console.print(f"[bold green]registered[/] {registered['uri']}")
 
 
 def print_sweep(cfg: Any, res: Any) -> None:

@@ -160,6 +160,17 @@ def _logged_bundle(c: Any, run_id: str) -> str | None:
     return c.get_run(run_id).info.artifact_uri.rstrip("/") + "/bundle"
 
 
+def _same_weights(bundle_uri: str, manifest: dict[str, Any]) -> bool:
+    from raylight import bundle as bundle_io
+
+    try:
+        logged = bundle_io.read_manifest(bundle_uri)
+    except Exception:
+        return False
+    key = "weights.safetensors"
+    return logged.get("checksums", {}).get(key) == manifest.get("checksums", {}).get(key)
+
+
 def _version_tags(manifest: dict[str, Any]) -> dict[str, str]:
     lin = manifest.get("lineage", {})
     tags = {
@@ -230,6 +241,10 @@ def register(
             except Exception:
                 run_id = None  # tracked in another store: this store gets a run of its own
     version_source = _logged_bundle(c, run_id) if run_id else None
+    if version_source is not None and not _same_weights(version_source, manifest):
+        # The manifest names a run whose logged bundle holds other weights (a copy edited
+        # after training): register what was given, under a run of its own.
+        run_id, version_source = None, None
     if run_id and version_source is None:
         with tracking.local_dir(bundle_dir) as local:
             c.log_artifacts(run_id, local, "bundle")

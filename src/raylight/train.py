@@ -444,16 +444,26 @@ def run_training(cfg: TrainConfig, printer: Any = None, announce: Any = None) ->
     timings["total_s"] = time.time() - t0
     _log_outcome(tracker, res, cfg)
     if cfg.register:
-        from raylight import registry
-
-        version = registry.register_training(res, cfg, tracker)
-        res.registered = version
-        say("registry", f"{version['name']} version {version['version']} ({version['source']})")
+        res.registered = _register(res, cfg, tracker, say)
     tracker.finish("FINISHED")
     res.tracking = tracker.state()
     _write_json(run_dir + "/tracking.json", res.tracking)
     _write_json(run_dir + "/result.json", {k: v for k, v in res.__dict__.items()})
     return res
+
+
+def _register(res: TrainResult, cfg: TrainConfig, tracker: Any, say: Any) -> dict[str, Any]:
+    """``register=NAME``: a failure is reported and recorded; the trained bundle stays."""
+    from raylight import registry, tracking
+
+    try:
+        version = registry.register_training(res, cfg, tracker)
+    except (registry.RegistryError, tracking.TrackingError) as exc:
+        say("registry", f"registering {cfg.register} failed: {exc}")
+        tracker.set_tags({"raylight.register_error": str(exc)[:5000]})
+        return {"name": cfg.register, "error": str(exc)}
+    say("registry", f"{version['name']} version {version['version']} ({version['source']})")
+    return version
 
 
 def _open_tracker(

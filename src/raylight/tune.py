@@ -615,6 +615,7 @@ def _finish_sweep_tracking(
     say: Any,
 ) -> dict[str, Any] | None:
     """The parent run gets the best trial's numbers and files; the best child is tagged."""
+    from raylight import tracking
     from raylight.sweep_tracking import read_sweep_state
     from raylight.tracking import numeric_metrics
 
@@ -650,8 +651,12 @@ def _finish_sweep_tracking(
             else registry.open_store(cfg.tracking.mlflow.tracking_uri, cfg.output_dir)
         )
         source = mlrun.run_id if mlrun is not None and "mlflow" not in parent.errors else sweep_dir
-        registered = registry.register(c, source, cfg.register, output_dir=cfg.output_dir)
-        say("registry", f"{registered['name']} version {registered['version']}")
+        try:
+            registered = registry.register(c, source, cfg.register, output_dir=cfg.output_dir)
+            say("registry", f"{registered['name']} version {registered['version']}")
+        except (registry.RegistryError, tracking.TrackingError) as exc:
+            say("registry", f"registering {cfg.register} failed: {exc}")
+            registered = {"name": cfg.register, "error": str(exc)}
     parent.finish("FINISHED")
     from raylight.sweep_tracking import write_sweep_state
 

@@ -50,3 +50,16 @@ class KillOnce(pl.Callback):
                 json.dumps({"step": trainer.global_step, "epoch": trainer.current_epoch})
             )
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class CorruptFile(pl.Callback):
+    """Overwrite a file with junk after one epoch (rank 0): a tracking store dying mid-run."""
+
+    def __init__(self, path: str, epoch: int = 0) -> None:
+        self.path = path
+        self.epoch = epoch
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.global_rank == 0 and trainer.current_epoch == self.epoch:
+            with open(self.path, "r+b") as f:
+                f.write(b"this is not a database any more" * 4096)

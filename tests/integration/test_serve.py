@@ -24,7 +24,12 @@ import requests
 import torch
 
 from raylight import bundle as bundle_io
-from raylight.config import load_predict_config, load_serve_config, load_train_config
+from raylight.config import (
+    ConfigError,
+    load_predict_config,
+    load_serve_config,
+    load_train_config,
+)
 from raylight.serve import deploy as sd
 
 pytestmark = pytest.mark.integration
@@ -336,6 +341,50 @@ def test_switch_canary_and_rollback_without_failed_requests(
     assert {v1, v2} <= {v for _, v in seen}
     assert canary_phase.count(v1) > 0 and canary_phase.count(v2) > 0
     assert seen[-1][1] == v1
+
+
+def test_serving_a_registry_alias_follows_promotion_and_rollback(
+    bundles: dict[str, str], serve_port: int
+) -> None:
+    """`raylight serve model=models:/NAME@production`: the alias picks the version; after a
+    promotion (or a registry rollback) deploying the same reference again switches in place."""
+    from raylight import registry
+
+    out = Path(bundles["v1"]).parents[2]  # <output_dir>/runs/<run>/bundle
+    c = registry.open_store(None, str(out))
+    r1 = registry.register(c, str(Path(bundles["v1"]).parent), "penguins-clf", output_dir=str(out))
+    r2 = registry.register(c, bundles["v2"], "penguins-clf", output_dir=str(out))
+    assert r1["run_id"] != r2["run_id"]  # v1 → its training run; v2 got a run of its own
+    registry.promote(c, "penguins-clf", r1["version"], "production")
+
+    def deploy() -> Any:
+        cfg = load_serve_config([
+            "model=models:/penguins-clf@production", f"output_dir={out}", f"port={serve_port}",
+            "cluster.auth_mode=disabled", "num_cpus=0.5", "name=by-alias", "route_prefix=/alias",
+        ])  # fmt: skip
+        return sd.deploy(cfg)
+
+    try:
+        url = deploy().url
+        body = _post(url, ROWS[0]).json()
+        assert body["model"]["name"] == "penguins-clf"
+        assert body["model"]["version"] == sd_version(bundles["v1"])
+        meta = requests.get(url + "/metadata", timeout=5).json()
+        assert meta["registry"]["version"] == r1["version"]
+        assert meta["registry"]["alias"] == "production"
+
+        registry.promote(c, "penguins-clf", r2["version"], "production")
+        deploy()
+        assert _post(url, ROWS[0]).json()["model"]["version"] == sd_version(bundles["v2"])
+        meta = requests.get(url + "/metadata", timeout=5).json()
+        assert meta["registry"]["version"] == r2["version"]
+        registry.rollback(c, "penguins-clf", "production")
+        deploy()
+        assert _post(url, ROWS[0]).json()["model"]["version"] == sd_version(bundles["v1"])
+    finally:
+        sd.shutdown("by-alias")
+    with pytest.raises(ConfigError, match="no alias 'prod'"):
+        load_serve_config(["model=models:/penguins-clf@prod", f"output_dir={out}"])
 
 
 def test_fuzzing_the_openapi_spec_never_gives_a_5xx(app: str) -> None:

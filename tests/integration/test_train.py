@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import penguins_overrides
+from helpers import mlflow_runs
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -82,6 +83,23 @@ def test_two_workers_learn_share_data_and_bundle_round_trips(
     assert b.manifest["lineage"]["data_fingerprint"].startswith("sha256:")
     assert b.manifest["metrics"]["test"]["accuracy"] == pytest.approx(test["accuracy"])
 
+    # One MLflow run for the job, logged once per epoch (rank 0's report, not one per worker),
+    # with the flattened config, lineage tags and the bundle + config as artifacts.
+    (run,) = mlflow_runs.runs(outdir, name="ddp")
+    rid = run.info.run_id
+    assert run.info.status == "FINISHED"
+    assert [s for s, _ in mlflow_runs.history(outdir, rid, "val_loss")] == list(range(6))
+    assert run.data.params["model.hidden_dims"] == "[32, 32]"
+    assert run.data.params["scaling.num_workers"] == "2"
+    tags = run.data.tags
+    assert tags["raylight.data_fingerprint"] == b.manifest["lineage"]["data_fingerprint"]
+    assert tags["raylight.num_workers"] == "2" and tags["raylight.version.ray"]
+    assert "raylight.git_commit" in tags
+    assert run.data.metrics["test_accuracy"] == pytest.approx(test["accuracy"])
+    assert {"bundle", "config.yaml", "data_summary.json"} <= mlflow_runs.artifacts(outdir, rid)
+    assert b.manifest["lineage"]["tracking"]["mlflow"] == rid  # bundle → run
+    assert result["tracking"]["mlflow"]["run_id"] == rid
+
     # batch predict through the CLI: one output row per input row, id column carried
     inp = tmp_path / "in.csv"
     raw_all = pd.read_csv(Path(b.manifest["lineage"]["data_sources"][0]))
@@ -120,6 +138,12 @@ def test_resume_continues_from_the_checkpoint_epoch(ray_session, outdir: Path) -
     assert "epoch   1/4" not in res.output  # nothing re-trained
     result = json.loads((Path(first.run_dir) / "result.json").read_text())
     assert result["epochs"] == 2 and result["metrics"]["epoch"] >= 2
+    # The resumed job continues its tracking run: one run, every epoch once.
+    (run,) = mlflow_runs.runs(outdir, name="res")
+    assert run.info.run_id == first.tracking["mlflow"]["run_id"]
+    assert run.info.status == "FINISHED"
+    steps = [s for s, _ in mlflow_runs.history(outdir, run.info.run_id, "val_loss")]
+    assert steps == [0, 1, 2, 3]
 
 
 def test_killed_worker_is_retried_and_the_run_completes(
@@ -143,6 +167,11 @@ def test_killed_worker_is_retried_and_the_run_completes(
     assert killed["epoch"] >= 1  # a checkpoint existed to resume from
     assert res.metrics["epoch"] == 3  # finished all 4 epochs
     assert res.test_metrics["accuracy"] > res.test_metrics["baseline_accuracy"]
+    # The retry stays one tracking run; no epoch logged twice.
+    (run,) = mlflow_runs.runs(outdir, name="fault")
+    assert run.info.status == "FINISHED"
+    steps = [s for s, _ in mlflow_runs.history(outdir, run.info.run_id, "val_loss")]
+    assert steps == [0, 1, 2, 3]
 
 
 def test_same_seed_same_worker_count_reproduces_the_run(ray_session, outdir: Path) -> None:

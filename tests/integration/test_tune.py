@@ -52,6 +52,25 @@ def test_asha_sweep_completes_and_best_config_retrains(ray_session, outdir: Path
         "parallel_coordinate.png",
     }
 
+    # Tracking: one parent run for the sweep, a child run per trial, the best one tagged.
+    from helpers import mlflow_runs
+
+    (parent,) = mlflow_runs.runs(outdir, name="asha")
+    pid = parent.info.run_id
+    assert parent.data.tags["raylight.kind"] == "sweep" and parent.info.status == "FINISHED"
+    children = [r for r in mlflow_runs.runs(outdir) if r.data.tags.get("mlflow.parentRunId") == pid]
+    assert len(children) == 6 and all(r.info.status == "FINISHED" for r in children)
+    best = [r for r in children if r.data.tags.get("raylight.best") == "true"]
+    assert len(best) == 1 and best[0].data.tags["raylight.trial_id"] == res.best["trial_id"]
+    stopped = sum(r.data.tags.get("raylight.stopped_early") == "True" for r in children)
+    assert stopped == (t["status"] == "EARLY_STOPPED").sum()
+    for r in children:  # params = the trial's sampled values; one metric point per epoch
+        assert set(r.data.params) == {"model.lr", "model.hidden_dims"}
+        epochs = int(r.data.tags["raylight.epochs"])
+        steps = [s for s, _ in mlflow_runs.history(outdir, r.info.run_id, "val_loss")]
+        assert steps == list(range(1, epochs + 1))
+    assert {"bundle", "trials.csv", "config.yaml"} <= mlflow_runs.artifacts(outdir, pid)
+
     # The exported config is complete: `raylight train --config-path best --config-name config`.
     best_val = res.best["metrics"]["val_loss"]
     retrain = load_train_config(
@@ -129,6 +148,16 @@ def test_sweep_resumes_after_the_driver_is_killed(ray_session, outdir: Path) -> 
     assert json.loads((sweep / "best" / "best.json").read_text())["trial_id"] in set(
         trials["trial_id"]
     )
+    # The resumed sweep continued its tracking runs: one parent, one child per trial.
+    from helpers import mlflow_runs
+
+    (parent,) = mlflow_runs.runs(outdir, name="killed")
+    children = [
+        r for r in mlflow_runs.runs(outdir)
+        if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
+    ]  # fmt: skip
+    assert sorted(r.data.tags["raylight.trial_id"] for r in children) == sorted(trials["trial_id"])
+    assert all(r.info.status == "FINISHED" for r in [*children, parent])
 
 
 def test_hydra_sweeper_plugin_runs_a_tune_sweep(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from raylight.config import ServeAppArgs, ServeSettings
 
 logger = logging.getLogger("ray.serve")
 
-USER_CONFIG_KEYS = ("stable", "canary", "canary_weight", "previous")
+USER_CONFIG_KEYS = ("stable", "canary", "canary_weight", "previous", "registry")
 
 
 @dataclass
@@ -132,6 +132,7 @@ class ModelServer:
         self.versions: dict[str, LoadedVersion] = {}
         self.canary_weight = 0.0
         self.previous: str | None = None
+        self.registry: dict[str, Any] | None = None
         self.api_key = _read_api_key(self.args.auth)
         self.metrics = _Metrics()
         self.started = time.time()
@@ -182,6 +183,7 @@ class ModelServer:
         self.versions = new  # one assignment: a request sees the old set or the new one
         self.canary_weight = float(user_config.get("canary_weight") or 0) if "canary" in new else 0
         self.previous = user_config.get("previous")
+        self.registry = user_config.get("registry")
         logger.info(
             "serving %s",
             {r: f"{v.name}:{v.version}" for r, v in new.items()},
@@ -194,6 +196,7 @@ class ModelServer:
             "canary": self.versions["canary"].uri if "canary" in self.versions else None,
             "canary_weight": self.canary_weight,
             "previous": self.previous,
+            "registry": self.registry,
             "args": self.args.model_dump(mode="json"),
             "versions": {r: v.info(r) for r, v in self.versions.items()},
         }
@@ -343,6 +346,8 @@ def user_config(args: ServeAppArgs) -> dict[str, Any]:
         "canary": args.canary.bundle,
         "canary_weight": args.canary.weight if args.canary.bundle else 0.0,
         "previous": args.previous,
+        # The registry version the stable bundle was resolved from (models:/NAME@ALIAS).
+        "registry": args.registry,
     }
 
 

@@ -211,6 +211,7 @@ def build_fastapi(server: Any) -> FastAPI:
             "versions": versions,
             "canary_weight": server.canary_weight,
             "previous": server.previous,
+            "registry": server.registry,
             "input_schema": server.input_schema,
             "settings": args.model_dump(mode="json"),
             "uptime_s": round(time.time() - server.started, 3),
