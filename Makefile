@@ -25,9 +25,11 @@ setup: $(STAMP)
 ## then a 12-trial TPE + ASHA sweep over it, exporting the best config and bundle; then serve
 ## the trained bundle with Ray Serve on 127.0.0.1 and query it over HTTP.
 demo: setup
-	$(BIN)/raylight train experiment=adult_mlp
-	$(BIN)/raylight tune experiment=adult_mlp hparams_search=adult_optuna
-	BIN=$(BIN) scripts/demo_serve.sh
+	$(BIN)/raylight train experiment=adult_mlp register=adult-income
+	$(BIN)/raylight tune experiment=adult_mlp hparams_search=adult_optuna register=adult-income
+	$(BIN)/raylight registry promote adult-income latest --alias production
+	$(BIN)/raylight registry show adult-income@production
+	BIN=$(BIN) scripts/demo_serve.sh models:/adult-income@production
 
 ## The default test suite (real local Ray; no slow tests).
 test: setup

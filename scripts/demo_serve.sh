@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The demo's last step: serve the newest bundle, query it over HTTP, stop it.
-#   scripts/demo_serve.sh [BUNDLE]   (default: the newest outputs/runs/*/bundle)
+# The demo's last step: serve a model, query it over HTTP, stop it.
+#   scripts/demo_serve.sh [BUNDLE | models:/NAME@ALIAS]   (default: newest outputs/runs/*/bundle)
 # Bounded: gives the server 120 s to come up; everything on 127.0.0.1.
 set -euo pipefail
 BIN=${BIN:-.venv/bin}
@@ -8,7 +8,8 @@ PORT=${DEMO_PORT:-8765}
 BUNDLE=${1:-$(ls -td outputs/runs/*/bundle | head -1)}
 URL=http://127.0.0.1:$PORT
 
-"$BIN/raylight" serve bundle="$BUNDLE" port="$PORT" name=demo &
+if [[ "$BUNDLE" == models:/* ]]; then WHAT="model=$BUNDLE"; else WHAT="bundle=$BUNDLE"; fi
+"$BIN/raylight" serve "$WHAT" port="$PORT" name=demo &
 SERVER=$!
 trap 'kill -TERM $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true' EXIT
 

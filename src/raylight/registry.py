@@ -407,13 +407,14 @@ def _history(model: Any, alias: str) -> list[str]:
 
 
 def promote(c: Any, name: str, version: str, alias: str) -> dict[str, Any]:
-    """Point ``alias`` at ``version``; the alias's previous target is remembered for rollback."""
+    """Point ``alias`` at ``version`` (a number, or ``latest``); the alias's previous target is
+    remembered for rollback."""
     if not _ALIAS.match(alias) or alias == "latest" or re.match(r"^v\d+$", alias):
         raise RegistryError(
             f"{alias!r} is not an alias name (a letter, then letters, digits, '_' or '-'; "
             "not 'latest' or v<number>)"
         )
-    mv = get_version(c, f"{name}/{version}")
+    mv = get_version(c, name if version == "latest" else f"{name}/{version}")
     model = _model(c, name)
     current = (model.aliases or {}).get(alias)
     if current is not None and str(current) == str(mv.version):

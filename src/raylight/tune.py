@@ -597,7 +597,9 @@ def _run_sweep(
         sweep_dir + "/summary.json",
         {"best": best, "pareto": pareto, "timings": timings, "plots": plots},
     )
-    registered = _finish_sweep_tracking(cfg, parent, sweep_dir, best, plots, timings, say)
+    registered = _finish_sweep_tracking(
+        cfg, parent, sweep_dir, best, plots, timings, set(trials["trial_id"]), say
+    )
     return SweepResult(
         name=name, sweep_dir=sweep_dir, trials=trials, best=best, best_config_path=best_dir + "/config.yaml",
         bundle_path=best_dir + "/bundle", pareto=pareto, plots=plots, timings=timings,
@@ -612,15 +614,32 @@ def _finish_sweep_tracking(
     best: dict[str, Any],
     plots: list[str],
     timings: dict[str, float],
+    trial_ids: set[str],
     say: Any,
 ) -> dict[str, Any] | None:
-    """The parent run gets the best trial's numbers and files; the best child is tagged."""
+    """The parent run gets the best trial's numbers and files; the best child is tagged.
+
+    A child run whose trial the sweep no longer knows was started by a driver that died
+    before Tune saved its state (``resume=`` re-proposes those trials under new ids): it is
+    closed as KILLED and tagged, so the parent's children are the sweep's trials plus
+    clearly marked leftovers, none left "running" forever.
+    """
     from raylight import tracking
     from raylight.sweep_tracking import read_sweep_state
     from raylight.tracking import numeric_metrics
 
-    child = (read_sweep_state(sweep_dir)["trials"].get(best["trial_id"]) or {}).get("mlflow")
+    state = read_sweep_state(sweep_dir)
+    child = (state["trials"].get(best["trial_id"]) or {}).get("mlflow")
     mlrun = parent.get("mlflow")
+    if mlrun is not None:
+        for tid, ids in state["trials"].items():
+            if tid in trial_ids or "mlflow" not in ids:
+                continue
+            try:
+                mlrun.client.set_tag(ids["mlflow"]["run_id"], "raylight.orphaned", "true")
+                mlrun.client.set_terminated(ids["mlflow"]["run_id"], status="KILLED")
+            except Exception as exc:
+                say("tracking", f"could not close the run of lost trial {tid}: {exc}")
     if child and mlrun is not None:
         try:
             mlrun.client.set_tag(child["run_id"], "raylight.best", "true")

@@ -115,7 +115,7 @@ def test_register_promote_rollback_and_lineage(store, tmp_path: Path) -> None:
     assert shown["run"]["status"] == "FINISHED"
 
     assert registry.promote(c, "tiny", "1", "production")["previous"] is None
-    assert registry.promote(c, "tiny", "2", "production")["previous"] == "1"
+    assert registry.promote(c, "tiny", "latest", "production")["previous"] == "1"
     assert registry.get_version(c, "models:/tiny@production").version in (2, "2")
     back = registry.rollback(c, "tiny", "production")
     assert back["version"] == "1" and back["previous"] == "2"
