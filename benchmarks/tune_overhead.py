@@ -99,6 +99,7 @@ class Variant:
     verbose: int | None = 1
     no_tbx: bool = False
     env: dict[str, str] = field(default_factory=dict)
+    tracking: bool = False
 
 
 CKPT_ENV = {"TUNE_GLOBAL_CHECKPOINT_S": "300"}
@@ -116,6 +117,8 @@ VARIANTS: dict[str, Variant] = {
         Variant("reuse+ckpt_300s", "+ TUNE_GLOBAL_CHECKPOINT_S=300", "raylight", reuse_actors=True, env=CKPT_ENV),
         Variant("reuse+old_output", "+ RAY_AIR_NEW_OUTPUT=0", "raylight", reuse_actors=True, env=OLD_OUTPUT_ENV),
         Variant("tuned", "+ reuse_actors, verbose=0, no TensorBoard", reuse_actors=True, verbose=0, no_tbx=True),
+        # run_tuning's default tracking: an MLflow child run per trial on the embedded SQLite store.
+        Variant("raylight+mlflow", "+ an MLflow child run per trial (embedded store)", "raylight", reuse_actors=True, tracking=True),
         # Not run by default (minutes each at 200 trials): the same candidates without reuse.
         Variant("verbose0", "+ RunConfig(verbose=0)", verbose=0),
         Variant("no_tbx", "+ JSON/CSV loggers only (no TensorBoard)", no_tbx=True),
@@ -123,7 +126,7 @@ VARIANTS: dict[str, Variant] = {
         Variant("old_output", "+ RAY_AIR_NEW_OUTPUT=0", env=OLD_OUTPUT_ENV),
     )
 }  # fmt: skip
-DEFAULT_VARIANTS = list(VARIANTS)[:8]
+DEFAULT_VARIANTS = list(VARIANTS)[:9]
 
 
 # ----------------------------------------------------------------------------- the trial
@@ -189,6 +192,9 @@ def run_variant(
     space = {"x": tune.uniform(0.0, 1.0), "sleep_s": SLEEP_S}
     with env_vars(env):
         t0 = time.time()
+        callbacks = [JsonLoggerCallback(), CSVLoggerCallback()] if v.no_tbx else []
+        if v.tracking:
+            callbacks.append(_tracking_callback(storage, run_name, trials))
         if v.raylight:
             # Mirrors run_tuning (src/raylight/tune.py) for one-worker trials and random search.
             tune_config = tune.TuneConfig(
@@ -207,7 +213,7 @@ def run_variant(
                     num_to_keep=2, checkpoint_score_attribute="score", checkpoint_score_order="min"
                 ),
                 verbose=v.verbose,
-                callbacks=[JsonLoggerCallback(), CSVLoggerCallback()] if v.no_tbx else None,
+                callbacks=callbacks or None,
             )
         else:
             tune_config = tune.TuneConfig(num_samples=trials, reuse_actors=v.reuse_actors)
@@ -252,6 +258,23 @@ def run_variant(
         "completed": len(starts),
         "errors": errors,
     }
+
+
+def _tracking_callback(storage: Path, run_name: str, trials: int) -> Any:
+    """What run_tuning adds for tracking=mlflow: a parent run, and a child run per trial."""
+    from raylight import tracking
+    from raylight.config import TrackingConfig
+    from raylight.sweep_tracking import TrialTracking
+
+    out = storage / f"{run_name}-tracking"
+    t = TrackingConfig.model_validate({"backends": ["mlflow"]})
+    parent = tracking.open_runs(t, str(out), "bench", run_name)
+    sweep_dir = out / "sweep"
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    return TrialTracking(
+        t.model_dump(mode="json"), str(out), "bench", run_name, str(sweep_dir), parent.ids, 1,
+        {"x": {"type": "uniform", "low": 0.0, "high": 1.0}},
+    )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- reporting

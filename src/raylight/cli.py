@@ -580,6 +580,60 @@ def cluster(
         console.out(text, end="", highlight=False)
 
 
+@app.command(context_settings=_EXTRA)
+def evaluate(ctx: typer.Context) -> None:
+    """Judge a model: ``raylight evaluate model=outputs/runs/<run> | models:/NAME@ALIAS``.
+
+    Metrics, slices with bootstrap intervals, fairness (fairlearn), Integrated Gradients
+    explanations and plots, as a self-contained report.html + report.json, logged to the
+    model's MLflow run. ``input=FILE`` judges labelled rows of your own instead of the bundle's
+    test split.
+    """
+    from raylight.config import ConfigError, load_evaluate_config
+
+    try:
+        cfg = load_evaluate_config(ctx.args)
+    except ConfigError as exc:
+        _fail_config(exc)
+    from raylight.bundle import BundleError
+    from raylight.cluster import session
+    from raylight.evaluate.run import run_evaluation
+    from raylight.registry import RegistryError
+    from raylight.tracking import TrackingError
+
+    try:
+        with session(cfg.cluster):
+            res = run_evaluation(cfg, announce=_announce)
+    except (BundleError, RegistryError, TrackingError, ValueError) as exc:
+        _fail_config(exc)
+    m = res.report["metrics"]
+    console.print(
+        _metrics_table(
+            f"metrics ({m['n']:,} rows)", {k: v for k, v in m.items() if not isinstance(v, dict)}
+        )
+    )
+    worst = res.report["slices"].get("worst") or []
+    if worst:
+        key = res.report["slices"]["metric"]
+        console.print(
+            "worst slices: "
+            + ", ".join(
+                f"{w['column']}={w['value']} ({key} {w[key]:.3f}, n={w['n']})" for w in worst
+            )
+        )
+    for col, f in (res.report.get("fairness", {}).get("attributes") or {}).items():
+        console.print(
+            f"fairness {col}: demographic parity difference {f['demographic_parity_difference']:.3f}, "
+            f"equalized odds difference {f['equalized_odds_difference']:.3f}"
+        )
+    imp = list((res.report.get("explanations") or {}).get("importance", {}).items())[:5]
+    if imp:
+        console.print("top features: " + ", ".join(f"{k} {v:.3f}" for k, v in imp))
+    console.print(f"[bold green]report[/] {res.report_path}  (+ report.json)")
+    if res.tracking.get("mlflow"):
+        console.print(f"[bold]mlflow[/]  run {res.tracking['mlflow']['run_id']}")
+
+
 # ----------------------------------------------------------------------------- registry
 
 registry_app = typer.Typer(
@@ -728,20 +782,105 @@ def registry_show(
     console.print(t)
 
 
-@registry_app.command("promote")
+@registry_app.command("promote", context_settings=_EXTRA)
 def registry_promote(
+    ctx: typer.Context,
     name: str = typer.Argument(...),
     version: str = typer.Argument(...),
     alias: str = typer.Option("production", "--alias"),
+    force: bool = typer.Option(False, "--force", help="Promote even if the gate fails."),
+    reason: str | None = typer.Option(None, "--reason", help="Why (required with --force)."),
     store: str | None = STORE,
     output_dir: str = OUTPUT_DIR,
 ) -> None:
-    """Point an alias (default production) at a version; the old target is kept for rollback."""
+    """Point an alias (default production) at a version; the old target is kept for rollback.
+
+    With a gate (``gate=adult`` or ``gate.min.accuracy=0.84 gate.max.ece=0.05 ...``, evaluate
+    overrides), the version is judged first — its latest report on the same rows is reused,
+    else it is evaluated — and a failed threshold refuses the promotion unless ``--force
+    --reason "..."``, which is recorded on the version.
+    """
     from raylight import registry
 
-    d = _registry_call(registry.promote, _registry(store, output_dir), name, version, alias)
+    c = _registry(store, output_dir)
+    if force and not reason:
+        _fail_config(ValueError('--force needs --reason "...": it is recorded on the version'))
+    if ctx.args:
+        mv = _registry_call(
+            registry.get_version, c, name if version == "latest" else f"{name}/{version}"
+        )
+        _gate(c, name, str(mv.version), ctx.args, store, output_dir, force, reason)
+        version = str(mv.version)
+    d = _registry_call(registry.promote, c, name, version, alias)
     was = f" (was v{d['previous']})" if d["previous"] else ""
     console.print(f"[bold green]{name}@{alias}[/] → v{d['version']}{was}")
+
+
+def _gate(
+    c: Any,
+    name: str,
+    version: str,
+    overrides: list[str],
+    store: str | None,
+    output_dir: str,
+    force: bool,
+    reason: str | None,
+) -> None:
+    """Judge a version against the gate; exit 1 on failure unless forced (then record why)."""
+    import json
+
+    from raylight.config import ConfigError, load_evaluate_config
+    from raylight.evaluate import gate
+    from raylight.evaluate.run import eval_scope
+
+    args = [f"model=models:/{name}/{version}", f"output_dir={output_dir}", *overrides]
+    if store:
+        args.append(f"registry_uri={store}")
+    try:
+        cfg = load_evaluate_config(args)
+    except ConfigError as exc:
+        _fail_config(exc)
+    if not (cfg.gate.min or cfg.gate.max):
+        _fail_config(
+            ValueError(f"no gate thresholds in {overrides}: use gate=NAME or gate.min.KEY=V")
+        )
+    tags = c.get_model_version(name, version).tags or {}
+    report = None
+    path = tags.get("raylight.eval_report")
+    if path and tags.get("raylight.eval_on") == eval_scope(cfg) and Path(path).is_file():
+        report = json.loads(Path(path).read_text())
+        console.print(f"gate: reusing the report {path}")
+    if report is None:
+        from raylight.cluster import session
+        from raylight.evaluate.run import run_evaluation
+
+        console.print(f"gate: evaluating {name} v{version} ({eval_scope(cfg)})")
+        with session(cfg.cluster):
+            report = run_evaluation(cfg, announce=_announce).report
+    result = gate.check(report, cfg.gate.min, cfg.gate.max)
+    for chk in result["checks"]:
+        mark = "[green]ok[/]" if chk["ok"] else "[bold red]FAIL[/]"
+        console.print(
+            f"  {mark} {chk['name']} = {chk['value']:.4f} (needs {chk['op']} {chk['threshold']:g})"
+        )
+    c.set_model_version_tag(name, version, "raylight.gate", json.dumps(
+        {"passed": result["passed"], "min": cfg.gate.min, "max": cfg.gate.max}
+    ))  # fmt: skip
+    if result["passed"]:
+        return
+    failed = gate.describe(result)
+    if not force:
+        err.print(f"[bold red]gate failed[/] for {name} v{version}, not promoted:")
+        for line in failed:
+            err.print(f"  - {line}")
+        err.print('(promote anyway with --force --reason "...", which is recorded on the version)')
+        raise typer.Exit(1)
+    import getpass
+
+    c.set_model_version_tag(name, version, "raylight.gate_override", json.dumps(
+        {"reason": reason, "by": getpass.getuser(), "failed": failed}
+    ))  # fmt: skip
+    err.print(f"[yellow]gate failed, promoted anyway (--force):[/] {reason}")
 
 
 @registry_app.command("rollback")

@@ -120,6 +120,13 @@ class DataConfig(_Strict):
         True, description="Materialize the preprocessed splits (small data); false = stream."
     )
     limit_rows: int | None = Field(None, ge=1, description="Read at most this many rows (debug).")
+    slices: list[str] = Field(
+        default_factory=list,
+        description="Columns `raylight evaluate` reports metrics per value of.",
+    )
+    sensitive: list[str] = Field(
+        default_factory=list, description="Sensitive attributes for the fairness report."
+    )
 
     def feature_columns(self) -> list[str]:
         if self.features is not None:
@@ -1068,6 +1075,68 @@ def load_serve_config(overrides: Sequence[str] = (), require_bundle: bool = True
     ]
     plain, problems = compose(overrides, config_name="serve")
     return validate_serve(plain, problems, require_bundle=require_bundle)
+
+
+class ExplainSettings(_Strict):
+    rows: int = Field(256, ge=0, description="Rows attributed (0: no explanations).")
+    examples: int = Field(5, ge=0, description="Rows shown with their own attributions.")
+    steps: int = Field(32, ge=2, description="Integrated Gradients steps.")
+
+
+class GateSettings(_Strict):
+    """Promotion thresholds on report numbers, e.g. ``gate.min.accuracy=0.84``,
+    ``gate.max.demographic_parity_difference=0.1`` (fairness gaps hold per sensitive column)."""
+
+    min: dict[str, float] = Field(default_factory=dict)
+    max: dict[str, float] = Field(default_factory=dict)
+
+
+class EvaluateConfig(_Strict):
+    """``raylight evaluate``: a model judged on labelled rows; HTML + JSON report."""
+
+    model: str = Field(description="Bundle, run or sweep directory, or models:/NAME@ALIAS.")
+    registry_uri: str | None = None
+    input: str | None = Field(
+        None, description="Labelled CSV/Parquet rows; default: the bundle's own data and split."
+    )
+    split: Literal["train", "val", "test", "all"] = "test"
+    slices: list[str] | None = Field(None, description="Default: the data config's slices.")
+    sensitive: list[str] | None = Field(None, description="Default: the data config's.")
+    bootstrap: int = Field(200, ge=0, description="Bootstrap resamples per slice interval.")
+    level: float = Field(0.95, gt=0, lt=1, description="Confidence level of slice intervals.")
+    min_slice_rows: int = Field(30, ge=1, description="Smaller slices are never called worst.")
+    explain: ExplainSettings = Field(default_factory=ExplainSettings)
+    gate: GateSettings = Field(default_factory=GateSettings)
+    seed: int = 0
+    out: str | None = Field(None, description="Report directory; default under output_dir.")
+    output_dir: str = "outputs"
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+
+
+def load_evaluate_config(overrides: Sequence[str] = ()) -> EvaluateConfig:
+    # `model=` names the model to judge here, not the training config's model group.
+    overrides = [
+        f"+model_ref='{o.split('=', 1)[1].strip(chr(39) + chr(34))}'"
+        if o.startswith("model=")
+        else o
+        for o in overrides
+    ]
+    plain, problems = compose(overrides, config_name="evaluate")
+    problems = list(problems)
+    if "model_ref" in plain:
+        plain["model"] = plain.pop("model_ref")
+    try:
+        cfg = EvaluateConfig.model_validate(_strip_missing(plain))
+    except ValidationError as exc:
+        raise ConfigError(_dedupe(problems + _pydantic_problems(exc))) from None
+    if cfg.input and not _exists(cfg.input):
+        problems.append(("input", f"{cfg.input!r} does not exist"))
+    if not cfg.model.startswith("models:/") and not _exists(cfg.model):
+        problems.append(("model", f"{cfg.model!r} does not exist"))
+    if problems:
+        raise ConfigError(_dedupe(problems))
+    return cfg
 
 
 class SubmitConfig(_Strict):

@@ -123,12 +123,32 @@ def client(uri: str) -> Any:
             "tracking backend mlflow needs the mlflow package: pip install 'mlflow>=3.10'"
         ) from None
     probe(uri)
+    _ensure_cwd()
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     # MLflow logs the database migration at INFO on every new store: noise for a CLI user.
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _ensure_cwd() -> None:
+    """MLflow resolves local paths against the working directory, even absolute-looking ones.
+
+    A Ray job's driver runs in the job's unpacked working_dir; where several Ray nodes share one
+    machine's temp dir (scripts/local-cluster.sh), another node unpacking the same package
+    replaces that directory under the running driver, and ``os.getcwd()`` fails. Move to the
+    directory's replacement (same path, recorded by jobs/run.py), else to the temp dir.
+    """
+    try:
+        os.getcwd()
+        return
+    except FileNotFoundError:
+        pass
+    for candidate in (os.environ.get("RAYLIGHT_JOB_CWD"), tempfile.gettempdir()):
+        if candidate and os.path.isdir(candidate):
+            os.chdir(candidate)
+            return
 
 
 def experiment_id(c: Any, name: str, artifact_root: str) -> str:
@@ -442,6 +462,7 @@ def open_runs(
     except Exception as exc:
         for r in runs:
             r.finish("KILLED")
+        log.debug("tracking could not start", exc_info=True)
         raise TrackingError(f"tracking could not start: {type(exc).__name__}: {exc}") from exc
     return Tracker(runs, warn)
 

@@ -52,10 +52,13 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Any:
         server.wait(timeout=30)
 
 
-def test_train_writes_and_resumes_from_s3(s3: dict[str, Any]) -> None:
+def test_train_writes_and_resumes_from_s3(s3: dict[str, Any], tmp_path: Path) -> None:
+    # The tracking database is a local SQLite file; its artifacts (the bundle) go to S3.
+    db = f"sqlite:///{tmp_path}/mlflow.db"
     common = ["data=penguins", "scaling=single", "model.hidden_dims=[16]",
               "cluster.auth_mode=disabled", f"cluster.storage_endpoint={s3['endpoint']}",
-              f"output_dir=s3://{BUCKET}/outputs", "run_name=s3run"]  # fmt: skip
+              f"output_dir=s3://{BUCKET}/outputs", "run_name=s3run",
+              f"tracking.mlflow.tracking_uri={db}"]  # fmt: skip
     run = lambda *extra: subprocess.run(  # noqa: E731
         [str(BIN / "raylight"), "train", *common, *extra],
         capture_output=True,
@@ -78,6 +81,19 @@ def test_train_writes_and_resumes_from_s3(s3: dict[str, Any]) -> None:
 
         b = bundle.load(f"s3://{BUCKET}/outputs/runs/s3run/bundle")
         assert b.classes == ["Adelie", "Chinstrap", "Gentoo"]
+
+        # One tracking run across the resume; its bundle artifact lives in S3, and a version
+        # registered from it resolves to that S3 copy, which loads.
+        from raylight import registry
+
+        c = registry.open_store(db)
+        (run,) = c.search_runs([c.get_experiment_by_name("penguins").experiment_id])
+        assert run.info.artifact_uri.startswith(f"s3://{BUCKET}/outputs/mlartifacts/")
+        assert [m.step for m in c.get_metric_history(run.info.run_id, "val_loss")] == [0, 1, 2]
+        v = registry.register(c, f"s3://{BUCKET}/outputs/runs/s3run", "pen-s3")
+        assert v["run_id"] == run.info.run_id and v["source"].startswith("s3://")
+        path, _ = registry.resolve_bundle(c, "models:/pen-s3/1")
+        assert path == v["source"] and bundle.load(path).classes == b.classes
     finally:
         for k in ("AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
                   "AWS_DEFAULT_REGION"):  # fmt: skip

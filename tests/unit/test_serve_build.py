@@ -70,6 +70,8 @@ def test_bad_serve_config_lists_every_problem(bundle_dir: str) -> None:
     } <= keys
     with pytest.raises(ConfigError) as err:
         load_serve_config([])
-    assert err.value.problems == [("bundle", "required value is missing (???)")]  # once, not twice
+    assert err.value.problems == [  # once, not twice
+        ("bundle", "required: the bundle directory to serve (or model=models:/NAME@ALIAS)")
+    ]
     with pytest.raises(ConfigError, match=r"canary\.bundle"):
         load_serve_config([f"bundle={bundle_dir}", "canary.weight=0.2"])

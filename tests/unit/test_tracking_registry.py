@@ -68,6 +68,21 @@ def test_unreachable_tracking_server_fails_fast_and_clearly() -> None:
     assert time.time() - t0 < 5
 
 
+def test_online_wandb_that_cannot_reach_its_server_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)  # a key, but no server at the address
+    t = TrackingConfig.model_validate({"backends": ["wandb"], "wandb": {
+        "mode": "online", "base_url": "http://127.0.0.1:9", "init_timeout_s": 5,
+    }})  # fmt: skip
+    t0 = time.time()
+    with pytest.raises(tracking.TrackingError, match=r"W&B \(online\) could not start a run"):
+        tracking.open_runs(t, str(tmp_path), "exp", "run")
+    assert time.time() - t0 < 30
+
+
 def test_tracking_config_problems_are_reported_before_any_work(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
