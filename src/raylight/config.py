@@ -1124,8 +1124,12 @@ def load_evaluate_config(overrides: Sequence[str] = ()) -> EvaluateConfig:
     ]
     plain, problems = compose(overrides, config_name="evaluate")
     problems = list(problems)
-    if "model_ref" in plain:
-        plain["model"] = plain.pop("model_ref")
+    plain["model"] = plain.pop("model_ref", None) or plain.get("model")
+    if not plain["model"]:
+        problems.append(
+            ("model", "required: a bundle, run or sweep directory, or models:/NAME@ALIAS")
+        )
+        plain["model"] = ""
     try:
         cfg = EvaluateConfig.model_validate(_strip_missing(plain))
     except ValidationError as exc:

@@ -71,3 +71,26 @@ def test_split_is_deterministic_and_independent_of_batching() -> None:
 def test_split_column_present() -> None:
     df = pd.DataFrame({"age": ["5"], "score": ["1"], "color": ["red"], "flag": ["t"]})
     assert _check(df)[SPLIT_COL].tolist()[0] in (0, 1, 2)
+
+
+def test_split_does_not_depend_on_the_order_of_contract_columns() -> None:
+    import pandas as pd
+
+    from raylight.config import load_train_config
+    from raylight.data.contract import assign_split
+    from raylight.data.pipeline import split_key
+
+    cfg = load_train_config(["data=penguins"])
+    cols = cfg.data.contract.columns
+    reordered = cfg.data.model_copy(
+        update={
+            "contract": cfg.data.contract.model_copy(
+                update={"columns": dict(reversed(list(cols.items())))}
+            )
+        }
+    )
+    assert split_key(cfg.data) == split_key(reordered)
+    rows = pd.DataFrame({c: [f"{c}{i}" for i in range(50)] for c in cols})
+    a = assign_split(rows[split_key(cfg.data)], (0.6, 0.2, 0.2), 42)
+    b = assign_split(rows[split_key(reordered)], (0.6, 0.2, 0.2), 42)
+    assert (a == b).all()

@@ -71,3 +71,15 @@ def test_unknown_label_is_an_error() -> None:
 def test_from_dict_refuses_unknown_fields() -> None:
     with pytest.raises(ValueError):
         Preprocessor.from_dict({"bogus": 1})
+
+
+def test_missing_is_the_same_slot_for_none_nan_and_pandas_na() -> None:
+    """Training sees Ray Data's pyarrow-backed strings (nulls are pd.NA), serving sees None:
+    both must encode a missing category the same way (a training/serving skew otherwise)."""
+    pre = _fit(_checked())
+    base = {"x": [5.0] * 3, "n": [1.0] * 3}
+    as_none = pre.transform_features(pd.DataFrame({**base, "c": ["a", None, np.nan]}))
+    arrow = pd.Series(["a", None, None], dtype="string[pyarrow]")
+    as_na = pre.transform_features(pd.DataFrame({**base, "c": arrow}))
+    np.testing.assert_array_equal(as_none, as_na)
+    assert as_na[1, pre.output_names.index("c=__missing__")] == 1.0

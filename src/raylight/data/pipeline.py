@@ -63,10 +63,17 @@ def contract_rules(data: DataConfig) -> dict[str, dict[str, Any]]:
     return rules
 
 
+def split_key(data: DataConfig) -> list[str]:
+    """The columns whose raw values decide a row's split: the id column, else every contract
+    column, sorted — a row's split must not depend on the order the contract lists its columns
+    in (a config read back from a bundle's manifest has its keys sorted)."""
+    return [data.id_column] if data.id_column else sorted(contract_rules(data))
+
+
 def _checked(data: DataConfig, seed: int, spec: sources.SourceSpec) -> ray.data.Dataset:
     raw = sources.read(data, spec)
     rules = contract_rules(data)
-    key = [data.id_column] if data.id_column else list(rules)
+    key = split_key(data)
     extra = [data.id_column] if data.id_column and data.id_column not in rules else []
     split_seed = data.split.seed if data.split.seed is not None else seed
     return raw.map_batches(

@@ -261,7 +261,9 @@ class Preprocessor:
 
 
 def _missing(v: Any) -> bool:
-    if v is None:
+    # pd.NA too: Ray Data hands the training path pyarrow-backed strings whose nulls are pd.NA,
+    # while serving sees None; both must land in the same (missing) slot.
+    if v is None or v is pd.NA:
         return True
     if isinstance(v, float) and math.isnan(v):
         return True

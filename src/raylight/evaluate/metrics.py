@@ -50,6 +50,9 @@ def classification(
     from sklearn import metrics as skm
 
     y = y.astype(np.int64)
+    # float64: scikit-learn clips probabilities at the dtype's eps (1e-7 for float32), which
+    # would make log loss disagree with training's own (clipped at 1e-12).
+    proba = proba.astype(np.float64)
     k = len(classes)
     pred = proba.argmax(axis=1)
     labels = list(range(k))
