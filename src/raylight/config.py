@@ -1115,10 +1115,13 @@ class EvaluateConfig(_Strict):
 
 
 def load_evaluate_config(overrides: Sequence[str] = ()) -> EvaluateConfig:
-    # `model=` names the model to judge here, not the training config's model group.
+    # `model=` names the model to judge here, not the training config's model group; gate
+    # thresholds name any report metric, so they may add keys (Hydra's `++`).
     overrides = [
         f"+model_ref='{o.split('=', 1)[1].strip(chr(39) + chr(34))}'"
         if o.startswith("model=")
+        else f"++{o}"
+        if o.startswith(("gate.min.", "gate.max."))
         else o
         for o in overrides
     ]

@@ -83,6 +83,30 @@ def test_evaluate_reproduces_test_metrics_and_renders_every_section(
     arts = mlflow_runs.client(outdir).list_artifacts(run.info.run_id, "evaluation")
     assert [a.path for a in arts] == [f"evaluation/{report_dir.name}"]
 
+    # The promotion gate reuses this fresh report: an unmet threshold refuses the promotion and
+    # says which; --force needs a reason, which the version records; a met gate promotes.
+    runner, store = CliRunner(), ["--output-dir", str(outdir)]
+    promote = ["registry", "promote", "penguins-ev", "1", "--alias", "production", *store]
+    strict = ["gate.min.accuracy=1.01", "gate.max.ece=0.5"]
+    res = runner.invoke(app, [*promote, *strict])
+    assert res.exit_code == 1, res.output
+    assert (
+        "reusing the report" in res.output
+        and "accuracy" in res.output
+        and "not promoted" in res.output
+    )
+    c = mlflow_runs.client(outdir)
+    assert "production" not in c.get_registered_model("penguins-ev").aliases
+    assert runner.invoke(app, [*promote, "--force", *strict]).exit_code == 2  # no reason
+    res = runner.invoke(app, [*promote, "--force", "--reason", "hotfix for a demo", *strict])
+    assert res.exit_code == 0, res.output
+    tags = c.get_model_version("penguins-ev", "1").tags
+    assert json.loads(tags["raylight.gate_override"])["reason"] == "hotfix for a demo"
+    assert c.get_registered_model("penguins-ev").aliases["production"] in (1, "1")
+    res = runner.invoke(app, [*promote[:-4], "--alias", "staging", *store, "gate.min.accuracy=0.5"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(c.get_model_version("penguins-ev", "1").tags["raylight.gate"])["passed"]
+
 
 def _biased_csv(path: Path, n: int = 4000, seed: int = 0) -> None:
     """Binary label = (x > 0) for group A; for group B the label is a coin flip."""
@@ -106,7 +130,8 @@ def test_a_group_with_noisy_labels_is_the_worst_slice_with_a_fairness_gap(
     cfg = load_train_config([
         "data=file", f"data.path={csv}", "data.name=biased", "data.target=y", "data.id_column=id",
         "data.positive_label=yes", f"output_dir={outdir}", "cluster.auth_mode=disabled",
-        "scaling.num_workers=1", "trainer.max_epochs=4", "run_name=biased", "model.hidden_dims=[16]",
+        "scaling.num_workers=1", "trainer.max_epochs=6", "run_name=biased", "model.hidden_dims=[16]",
+        "data.batch_size=64", "model.lr=0.01",
         "+data.contract.columns={x: {dtype: float}, z: {dtype: float}, group: {dtype: category, categories: [A, B]}, y: {dtype: category, categories: ['no', 'yes']}, id: {dtype: int}}",
         "data.sensitive=[group]", "data.slices=[group]",
     ])  # fmt: skip
