@@ -27,7 +27,8 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/raylight train experiment=adult_mlp register=adult-income
 	$(BIN)/raylight tune experiment=adult_mlp hparams_search=adult_optuna register=adult-income
-	$(BIN)/raylight registry promote adult-income latest --alias production
+	$(BIN)/raylight evaluate model=models:/adult-income
+	$(BIN)/raylight registry promote adult-income latest --alias production gate=adult
 	$(BIN)/raylight registry show adult-income@production
 	BIN=$(BIN) scripts/demo_serve.sh models:/adult-income@production
 

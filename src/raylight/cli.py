@@ -612,13 +612,16 @@ def evaluate(ctx: typer.Context) -> None:
             f"metrics ({m['n']:,} rows)", {k: v for k, v in m.items() if not isinstance(v, dict)}
         )
     )
+    from rich.markup import escape
+
     worst = res.report["slices"].get("worst") or []
     if worst:
         key = res.report["slices"]["metric"]
         console.print(
             "worst slices: "
             + ", ".join(
-                f"{w['column']}={w['value']} ({key} {w[key]:.3f}, n={w['n']})" for w in worst
+                f"{escape(str(w['column']))}={escape(str(w['value']))} ({key} {w[key]:.3f}, n={w['n']})"
+                for w in worst
             )
         )
     for col, f in (res.report.get("fairness", {}).get("attributes") or {}).items():
@@ -857,11 +860,13 @@ def _gate(
         console.print(f"gate: evaluating {name} v{version} ({eval_scope(cfg)})")
         with session(cfg.cluster):
             report = run_evaluation(cfg, announce=_announce).report
+    from rich.markup import escape  # check names like "demographic_parity_difference[sex]"
+
     result = gate.check(report, cfg.gate.min, cfg.gate.max)
     for chk in result["checks"]:
         mark = "[green]ok[/]" if chk["ok"] else "[bold red]FAIL[/]"
         console.print(
-            f"  {mark} {chk['name']} = {chk['value']:.4f} (needs {chk['op']} {chk['threshold']:g})"
+            f"  {mark} {escape(chk['name'])} = {chk['value']:.4f} (needs {chk['op']} {chk['threshold']:g})"
         )
     c.set_model_version_tag(name, version, "raylight.gate", json.dumps(
         {"passed": result["passed"], "min": cfg.gate.min, "max": cfg.gate.max}
@@ -872,7 +877,7 @@ def _gate(
     if not force:
         err.print(f"[bold red]gate failed[/] for {name} v{version}, not promoted:")
         for line in failed:
-            err.print(f"  - {line}")
+            err.print(f"  - {escape(line)}")
         err.print('(promote anyway with --force --reason "...", which is recorded on the version)')
         raise typer.Exit(1)
     import getpass

@@ -53,6 +53,7 @@ def classification(
     # float64: scikit-learn clips probabilities at the dtype's eps (1e-7 for float32), which
     # would make log loss disagree with training's own (clipped at 1e-12).
     proba = proba.astype(np.float64)
+    proba = proba / proba.sum(axis=1, keepdims=True)  # float32 softmax rows sum to 1 ± 1e-7
     k = len(classes)
     pred = proba.argmax(axis=1)
     labels = list(range(k))
