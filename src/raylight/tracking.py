@@ -170,7 +170,7 @@ def experiment_id(c: Any, name: str, artifact_root: str) -> str:
 
 @contextmanager
 def local_dir(uri: str) -> Iterator[str]:
-    """A local directory with the contents of ``uri`` (copied down when it is remote)."""
+    """A local copy of the file or directory at ``uri`` (copied down when it is remote)."""
     if "://" not in uri:
         yield uri
         return
@@ -180,10 +180,13 @@ def local_dir(uri: str) -> Iterator[str]:
 
     src_fs, src = filesystem_and_path(uri)
     with tempfile.TemporaryDirectory(prefix="raylight-artifact-") as tmp:
+        # A file is copied to a file of the same name (copy_files wants a file target then).
+        is_file = src_fs.get_file_info(src).type == pafs.FileType.File
+        dest = os.path.join(tmp, src.rstrip("/").rsplit("/", 1)[-1]) if is_file else tmp
         pafs.copy_files(
-            src, tmp, source_filesystem=src_fs, destination_filesystem=pafs.LocalFileSystem()
+            src, dest, source_filesystem=src_fs, destination_filesystem=pafs.LocalFileSystem()
         )
-        yield tmp
+        yield dest
 
 
 # ============================================================================ backends

@@ -166,6 +166,7 @@ def test_sweep_resumes_after_the_driver_is_killed(ray_session, outdir: Path) -> 
     assert not set(r.data.tags["raylight.trial_id"] for r in orphans) & set(trials["trial_id"])
 
 
+@pytest.mark.slow  # ~30 s; keeps the default suite under 15 minutes on 2 cores
 def test_hydra_sweeper_plugin_runs_a_tune_sweep(tmp_path: Path) -> None:
     """`raylight-hydra -m hydra/sweeper=raylight ...`: Hydra multirun handed to Ray Tune."""
     out = tmp_path / "out"
