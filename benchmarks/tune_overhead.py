@@ -433,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, label in (
         ("tuned", "tuned"),
         ("raylight", "today"),
+        ("raylight+mlflow", "today + MLflow child runs"),
         ("ray_defaults", "Ray defaults"),
     ):
         if name in med:
