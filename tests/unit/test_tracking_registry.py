@@ -195,3 +195,22 @@ def test_registry_cli(store, tmp_path: Path) -> None:
     assert res.exit_code == 2 and "no version 3" in res.output
     res = runner.invoke(app, ["registry", "rollback", "tiny", "--alias", "production", *common])
     assert res.exit_code == 2 and "no alias 'production'" in res.output
+
+
+def test_a_vanished_working_directory_is_replaced_before_mlflow_needs_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Ray job's working dir can be replaced under its driver (two nodes sharing one temp
+    dir); MLflow resolves paths against os.getcwd(), which then fails."""
+    import os
+
+    gone, replacement = tmp_path / "gone", tmp_path / "replacement"
+    gone.mkdir()
+    replacement.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    with pytest.raises(FileNotFoundError):
+        os.getcwd()
+    monkeypatch.setenv("RAYLIGHT_JOB_CWD", str(replacement))
+    c = tracking.client(f"sqlite:///{tmp_path}/mlflow.db")
+    assert os.getcwd() == str(replacement) and c.search_experiments()
