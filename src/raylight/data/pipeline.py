@@ -12,6 +12,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from raylight.data import sources
@@ -101,6 +102,13 @@ def _reference(stats: dict[str, Any], pre: Preprocessor) -> dict[str, Any]:
     for c, st in pre.numeric.items():
         n, _, _, nulls = stats["num"][c]
         ref["numeric"][c] = {"mean": st["mean"], "std": st["std"], "count": n, "nulls": nulls}
+        sample = stats.get("sample", {}).get(c) or []
+        if sample:
+            # Deciles for PSI bins, and the sample itself (6 significant digits) for KS.
+            ref["numeric"][c]["quantiles"] = [
+                float(q) for q in np.quantile(np.asarray(sample), np.linspace(0.0, 1.0, 11))
+            ]
+            ref["numeric"][c]["sample"] = [float(f"{x:.6g}") for x in sample]
     for c in pre.categorical:
         counts = dict(stats["cat"].get(c, {}))
         total = sum(counts.values()) or 1

@@ -20,6 +20,9 @@ import pandas as pd
 from raylight.data.contract import ERROR_COL, SPLIT_COL
 
 OTHER = "__other__"
+# Reference sample of each numeric training column (drift checks): per block, then merged.
+SAMPLE_PER_BLOCK = 256
+SAMPLE_SIZE = 1000
 MISSING = "__missing__"
 
 
@@ -54,6 +57,16 @@ def partial_stats(
             float((v[ok] ** 2).sum()),
             int((~ok).sum()),
         ]
+    # A systematic sample of each numeric train column (evenly spaced rows, no RNG: the same
+    # blocks give the same sample), weighted by the block's size when merged: the reference
+    # distribution drift checks compare serving traffic with.
+    stats["sample"] = {}
+    for c in numeric:
+        v = train[c].to_numpy(dtype=np.float64)
+        v = v[~np.isnan(v)]
+        if len(v) > SAMPLE_PER_BLOCK:
+            v = v[np.linspace(0, len(v) - 1, SAMPLE_PER_BLOCK).astype(np.int64)]
+        stats["sample"][c] = [int(ok_count(train[c])), [float(x) for x in v]]
     for c in categorical:
         stats["cat"][c] = {
             str(k): int(n) for k, n in train[c].fillna(MISSING).value_counts().items()
@@ -64,6 +77,24 @@ def partial_stats(
         v = train[target].to_numpy(dtype=np.float64)
         stats["target"] = [len(v), float(v.sum()), float((v**2).sum())]
     return pd.DataFrame({"stats": [json.dumps(stats)]})
+
+
+def ok_count(col: pd.Series) -> int:
+    return int(pd.to_numeric(col, errors="coerce").notna().sum())
+
+
+def merge_samples(blocks: list[tuple[int, list[float]]], size: int = SAMPLE_SIZE) -> list[float]:
+    """One sample from per-block samples, each value weighted by the rows it stands for."""
+    values = np.array([x for _, v in blocks for x in v], dtype=np.float64)
+    if len(values) == 0:
+        return []
+    weights = np.array([n / len(v) for n, v in blocks if v for _ in v], dtype=np.float64)
+    weights /= weights.sum()
+    if len(values) <= size and np.allclose(weights, weights[0]):
+        return sorted(values.tolist())  # every row stands for as many rows: keep them all
+    # With replacement: a value of a large block may stand for more than one draw.
+    pick = np.random.default_rng(0).choice(len(values), size=size, replace=True, p=weights)
+    return sorted(values[pick].tolist())
 
 
 def merge_stats(parts: list[str]) -> dict[str, Any]:
@@ -77,6 +108,7 @@ def merge_stats(parts: list[str]) -> dict[str, Any]:
         "cat": {},
     }
     target: Any = None
+    samples: dict[str, list[tuple[int, list[float]]]] = {}
     for raw in parts:
         p = json.loads(raw)
         total["rows"] += p["rows"]
@@ -90,12 +122,15 @@ def merge_stats(parts: list[str]) -> dict[str, Any]:
             total["num"][c] = [a + b for a, b in zip(cur, v, strict=True)]
         for c, counts in p["cat"].items():
             total["cat"].setdefault(c, Counter()).update(counts)
+        for c, block in p.get("sample", {}).items():
+            samples.setdefault(c, []).append((block[0], block[1]))
         if isinstance(p["target"], dict):
             target = (target or Counter()) + Counter(p["target"])
         else:
             target = [a + b for a, b in zip(target or [0, 0.0, 0.0], p["target"], strict=True)]
     total["target"] = target
     total["bad_by_column"] = dict(total["bad_by_column"])
+    total["sample"] = {c: merge_samples(b) for c, b in samples.items()}
     return total
 
 
