@@ -414,6 +414,11 @@ def run_tuning(cfg: TuneRunConfig, announce: Any = None) -> SweepResult:
 
     space_plain = {k: d.model_dump() for k, d in s.space.items()}
     parent, callbacks = _open_sweep_tracking(cfg, name, sweep_dir, space_plain, say)
+    parent.set_tags({
+        "raylight.data_fingerprint": data.summary.fingerprint,
+        "raylight.data_rows": data.summary.rows,
+        "raylight.data_quarantined": data.summary.bad,
+    })  # fmt: skip
     try:
         return _run_sweep(cfg, s, name, sweep_dir, root, sweep_name, base, seed, data,
                           space_plain, parent, callbacks, timings, t0, say)  # fmt: skip

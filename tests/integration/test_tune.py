@@ -58,6 +58,7 @@ def test_asha_sweep_completes_and_best_config_retrains(ray_session, outdir: Path
     (parent,) = mlflow_runs.runs(outdir, name="asha")
     pid = parent.info.run_id
     assert parent.data.tags["raylight.kind"] == "sweep" and parent.info.status == "FINISHED"
+    assert parent.data.tags["raylight.data_fingerprint"].startswith("sha256:")
     children = [r for r in mlflow_runs.runs(outdir) if r.data.tags.get("mlflow.parentRunId") == pid]
     assert len(children) == 6 and all(r.info.status == "FINISHED" for r in children)
     best = [r for r in children if r.data.tags.get("raylight.best") == "true"]
