@@ -14,10 +14,8 @@ Authentication: with token auth (the default) the Jobs SDK sends the token Ray f
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import time
-import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,13 +49,11 @@ class Submitted:
 
 def _check_reachable(address: str, timeout_s: float = 3.0) -> None:
     """Fail in seconds, not after the SDK's retries, when nothing listens at ``address``."""
-    parsed = urllib.parse.urlparse(address if "://" in address else f"http://{address}")
-    host, port = parsed.hostname or "127.0.0.1", parsed.port or 8265
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            pass
-    except OSError as exc:
-        raise JobError(f"cannot reach the Ray Jobs API at {address}: {exc}") from None
+    from raylight.net import unreachable
+
+    exc = unreachable(address, 8265, timeout_s)
+    if exc is not None:
+        raise JobError(f"cannot reach the Ray Jobs API at {address}: {exc}")
 
 
 def client(cluster: ClusterConfig) -> Any:

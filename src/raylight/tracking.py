@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -103,15 +102,13 @@ def artifact_location(tracking: TrackingConfig, output_dir: str) -> str:
 
 def probe(uri: str, timeout_s: float = 3.0) -> None:
     """Fail fast on an http(s) store nobody answers at (MLflow's client retries for minutes)."""
-    u = urlparse(uri)
-    if u.scheme not in ("http", "https"):
+    if urlparse(uri).scheme not in ("http", "https"):
         return
-    port = u.port or (443 if u.scheme == "https" else 80)
-    try:
-        with socket.create_connection((u.hostname or "127.0.0.1", port), timeout=timeout_s):
-            pass
-    except OSError as exc:
-        raise TrackingError(f"MLflow tracking server {uri} cannot be reached: {exc}") from None
+    from raylight.net import unreachable
+
+    exc = unreachable(uri, 80, timeout_s)
+    if exc is not None:
+        raise TrackingError(f"MLflow tracking server {uri} cannot be reached: {exc}")
 
 
 def client(uri: str) -> Any:

@@ -64,11 +64,9 @@ def read_rows(
         data = data.model_copy(
             update={"source": "file", "path": cfg.input, "format": "auto", "limit_rows": None}
         )
-    spec = sources.resolve(data)
-    ds = _checked(data, seed, spec)
-    if not ray.is_initialized():  # pragma: no cover - the CLI starts a session first
+    if not ray.is_initialized():
         raise RuntimeError("evaluation reads data with Ray Data: start a cluster session first")
-    df = ds.to_pandas()
+    df = _checked(data, seed, sources.resolve(data)).to_pandas()
     counts = {"read": len(df), "bad": int(df[ERROR_COL].notna().sum())}
     good = df[df[ERROR_COL].isna()]
     if not cfg.input and cfg.split != "all":
