@@ -637,6 +637,48 @@ def evaluate(ctx: typer.Context) -> None:
         console.print(f"[bold]mlflow[/]  run {res.tracking['mlflow']['run_id']}")
 
 
+@app.command()
+def monitor(
+    url: str = typer.Option("http://127.0.0.1:8000", "--url", help="The endpoint's base URL."),
+    watch: float = typer.Option(0, "--watch", help="Refresh every this many seconds (0: once)."),
+    count: int = typer.Option(0, "--count", help="With --watch: stop after this many reads."),
+    api_key_env: str | None = typer.Option(
+        None, "--api-key-env", help="Env var holding the endpoint's API key."
+    ),
+    header: str = typer.Option("x-api-key", "--header", help="Header the API key goes in."),
+    as_json: bool = typer.Option(False, "--json", help="Print the raw /drift JSON."),
+) -> None:
+    """Drift of a served model's inputs and its traffic: reads ``URL/drift``.
+
+    Exit code 3 when a feature is over a drift threshold (for cron jobs and CI gates).
+    """
+    import json
+    import time
+
+    from raylight.serve.watch import MonitorError, fetch, tables
+
+    key = os.environ.get(api_key_env) if api_key_env else None
+    if api_key_env and not key:
+        _fail_config(ValueError(f"--api-key-env: ${api_key_env} is not set"))
+    reads = 0
+    while True:
+        try:
+            report = fetch(url, key, header)
+        except MonitorError as exc:
+            err.print(f"[bold red]error:[/] {exc}")
+            raise typer.Exit(1) from None
+        reads += 1
+        if as_json:
+            console.print_json(json.dumps(report))
+        else:
+            for t in tables(report):
+                console.print(t)
+        drifted = any((v.get("drift") or {}).get("drifted") for v in report["versions"])
+        if watch <= 0 or (count and reads >= count):
+            raise typer.Exit(3 if drifted else 0)
+        time.sleep(watch)
+
+
 # ----------------------------------------------------------------------------- registry
 
 registry_app = typer.Typer(

@@ -61,6 +61,11 @@ class ColumnContract(_Strict):
     categories: list[str] | None = Field(
         None, description="Known categories (category columns); see strict_categories."
     )
+    pii: bool = Field(
+        False,
+        description="Personal data: checked, never a feature, and dropped or salted-hashed "
+        "(data.privacy) before anything is written (quarantine, request logs, reports).",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ColumnContract:
@@ -78,6 +83,24 @@ class ContractConfig(_Strict):
     strict_categories: bool = Field(
         False, description="A category outside `categories` is a bad row (else: mapped to 'other')."
     )
+
+
+class PrivacySettings(_Strict):
+    """What happens to ``pii: true`` columns once the contract has checked them."""
+
+    pii: Literal["drop", "hash"] = Field(
+        "drop",
+        description="drop: the values go nowhere; hash: HMAC-SHA256 with a secret salt "
+        "(a stable pseudonym, e.g. to join labels to a request log later).",
+    )
+    salt_env: str = Field(
+        "RAYLIGHT_PII_SALT", description="Env var holding the salt for pii=hash (never a config)."
+    )
+
+    def salt(self) -> str | None:
+        import os
+
+        return os.environ.get(self.salt_env) or None
 
 
 class SplitConfig(_Strict):
@@ -127,12 +150,31 @@ class DataConfig(_Strict):
     sensitive: list[str] = Field(
         default_factory=list, description="Sensitive attributes for the fairness report."
     )
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
 
     def feature_columns(self) -> list[str]:
         if self.features is not None:
             return list(self.features)
-        skip = {self.target, self.id_column}
+        skip = {self.target, self.id_column, *self.pii_columns()}
         return [c for c in self.contract.columns if c not in skip]
+
+    def pii_columns(self) -> list[str]:
+        return [c for c, rule in self.contract.columns.items() if rule.pii]
+
+    def pii_spec(self, treatment: str | None = None) -> dict[str, Any] | None:
+        """What the contract check does to pii columns (None: there are none).
+
+        Raises:
+            ValueError: pii=hash and the salt's env var is not set.
+        """
+        cols = self.pii_columns()
+        if not cols:
+            return None
+        how = treatment or self.privacy.pii
+        salt = self.privacy.salt() if how == "hash" else None
+        if how == "hash" and not salt:
+            raise ValueError(f"data.privacy.pii=hash needs the salt in ${self.privacy.salt_env}")
+        return {"columns": cols, "treatment": how, "salt": salt}
 
 
 # ----------------------------------------------------------------------------- train
@@ -415,6 +457,35 @@ class CanarySettings(_Strict):
     weight: float = Field(0.0, ge=0.0, le=1.0)
 
 
+class DriftSettings(_Strict):
+    """Feature drift of served inputs against the bundle's training reference (``GET /drift``)."""
+
+    enabled: bool = True
+    window: int = Field(2000, ge=10, description="Recent records kept per served version.")
+    min_rows: int = Field(200, ge=1, description="Below this many records: no verdict yet.")
+    psi_threshold: float = Field(0.25, gt=0, description="PSI above this: drifted.")
+    ks_threshold: float = Field(0.15, gt=0, le=1, description="KS statistic above this: drifted.")
+    sample_rate: float = Field(1.0, gt=0, le=1, description="Share of records fed to the window.")
+    check_every_s: float = Field(
+        10.0, gt=0, description="How often gauges update and thresholds are checked (warnings)."
+    )
+
+
+class RequestLogSettings(_Strict):
+    """Sampled request/response logging to Parquet, for analysis and later evaluation."""
+
+    sample_rate: float = Field(0.0, ge=0, le=1, description="Share of requests logged; 0: off.")
+    path: str | None = Field(
+        None, description="Directory (path or URI); default <output_dir>/request_logs/<name>."
+    )
+    flush_rows: int = Field(1000, ge=1, description="Write a file once this many rows wait.")
+    flush_s: float = Field(30.0, gt=0, description="...or once the oldest waited this long.")
+
+    @property
+    def enabled(self) -> bool:
+        return self.sample_rate > 0
+
+
 class ServeSettings(_Strict):
     """How a model is served: replicas, resources, batching, limits, auth."""
 
@@ -439,6 +510,8 @@ class ServeSettings(_Strict):
     access_log: bool = Field(
         False, description="Serve's per-request access log lines (costly on small machines)."
     )
+    drift: DriftSettings = Field(default_factory=DriftSettings)
+    request_log: RequestLogSettings = Field(default_factory=RequestLogSettings)
 
 
 class ServeAppArgs(ServeSettings):
@@ -765,6 +838,24 @@ def _check_data(data: DataConfig) -> list[tuple[str, str]]:
             problems.append((f"data.features[{i}]", "the target cannot be a feature"))
     if not data.feature_columns():
         problems.append(("data.features", "no feature columns (contract has only target/id)"))
+    pii = set(data.pii_columns())
+    for i, f in enumerate(data.features or []):
+        if f in pii:
+            problems.append(
+                (f"data.features[{i}]", f"{f!r} is pii: pii columns are never features")
+            )
+    for key in ("slices", "sensitive"):
+        for i, c in enumerate(getattr(data, key)):
+            if c in pii:
+                problems.append(
+                    (f"data.{key}[{i}]", f"{c!r} is pii: a report would show its values")
+                )
+    if data.target in pii:
+        problems.append((f"data.contract.columns.{data.target}.pii", "the target cannot be pii"))
+    if pii and data.privacy.pii == "hash" and not data.privacy.salt():
+        problems.append(
+            ("data.privacy.salt_env", f"pii=hash needs a secret salt in ${data.privacy.salt_env}")
+        )
     if data.positive_label is not None and data.target in cols:
         cats = cols[data.target].categories
         if cats is not None and data.positive_label not in cats:
@@ -1017,6 +1108,14 @@ def validate_serve(
             "bundle": _absolute(cfg.bundle),
             "previous": _absolute(cfg.previous),
             "canary": cfg.canary.model_copy(update={"bundle": _absolute(cfg.canary.bundle)}),
+            "request_log": cfg.request_log.model_copy(
+                update={
+                    "path": _absolute(
+                        cfg.request_log.path
+                        or f"{cfg.output_dir.rstrip('/')}/request_logs/{cfg.name}"
+                    )
+                }
+            ),
         }
     )
     if require_bundle and not cfg.bundle:

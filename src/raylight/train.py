@@ -705,6 +705,15 @@ def _manifest(
             "target": cfg.data.target,
             "strict_categories": cfg.data.contract.strict_categories,
             "encoded_features": pre.output_names,
+            # Accepted by /predict (optional), never used by the model, and written to a
+            # request log only as `treatment` says; the salt is read from `salt_env` there.
+            "pii": {
+                "columns": [
+                    {"name": c, "dtype": rules[c]["dtype"]} for c in cfg.data.pii_columns()
+                ],
+                "treatment": cfg.data.privacy.pii,
+                "salt_env": cfg.data.privacy.salt_env,
+            },
         },
         "preprocessor": pre.to_dict(),
         "reference": data.reference,

@@ -553,3 +553,117 @@ def test_autoscaling_adds_a_replica_under_load_and_removes_it_after(
     finally:
         sd.shutdown("elastic")
     assert {c for c, _ in seen} == {200}
+
+
+def _penguin_rows(seed: int = 0) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every penguin with measurements, shuffled: (request records, species labels)."""
+    from raylight.data.sources import _package_file
+
+    df = pd.read_csv(_package_file("palmerpenguins", "palmerpenguins/data/penguins.csv"))
+    num = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"]
+    df = df.dropna(subset=num).sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    df = df.astype(object).where(df.notna(), None)
+    records = df[["island", *num, "sex"]].to_dict(orient="records")
+    return records, list(df["species"])
+
+
+def _send(url: str, records: list[dict[str, Any]], per_request: int = 4) -> None:
+    for i in range(0, len(records), per_request):
+        r = _post(url, records[i : i + per_request])
+        assert r.status_code == 200, r.text
+
+
+def test_drift_stays_low_in_distribution_and_flags_a_shifted_feature(
+    bundles: dict[str, str], serve_port: int, tmp_path: Path
+) -> None:
+    """Drift over real HTTP: /drift, Prometheus gauges, alerts, `raylight monitor`, and the
+    sampled request log that `raylight evaluate` then judges once labels are joined."""
+    from raylight.config import load_evaluate_config
+    from raylight.evaluate.run import run_evaluation
+
+    logs = tmp_path / "reqlog"
+    cfg = _cfg(bundles["v1"], serve_port, "name=drifty", "route_prefix=/drifty",
+               "drift.window=300", "drift.min_rows=150", "drift.check_every_s=0.5",
+               "request_log.sample_rate=1.0", "request_log.flush_s=0.5", f"request_log.path={logs}")  # fmt: skip
+    url = sd.deploy(cfg).url
+    records, species = _penguin_rows()
+    try:
+        _send(url, records[:300])
+        rep = requests.get(url + "/drift", timeout=10).json()
+        (v,) = rep["versions"]
+        assert v["version"] == sd_version(bundles["v1"])
+        assert v["traffic"]["records"] == 300 and v["traffic"]["requests"] == 75
+        d = v["drift"]
+        assert d["enough_rows"] and d["window"] == 300
+        assert d["drifted"] == [], d["features"]
+        assert all(f["psi"] < 0.25 for f in d["features"].values()), d["features"]
+        assert all(f["ks"] < 0.15 for f in d["features"].values() if f["type"] == "numeric")
+        assert rep["alerts"] == []
+
+        shifted = [
+            {**r, "flipper_length_mm": min(250.0, r["flipper_length_mm"] + 20)}
+            for r in records[:300]
+        ]
+        _send(url, shifted)
+        rep = requests.get(url + "/drift", timeout=10).json()
+        d = rep["versions"][0]["drift"]
+        assert d["drifted"] == ["flipper_length_mm"], d["features"]
+        f = d["features"]["flipper_length_mm"]
+        assert f["psi"] > 1.0 and f["ks"] > 0.5
+        deadline = time.monotonic() + 10  # the monitor's periodic check raises the alert
+        while time.monotonic() < deadline and not rep["alerts"]:
+            time.sleep(0.5)
+            rep = requests.get(url + "/drift", timeout=10).json()
+        assert [(a["kind"], a["feature"]) for a in rep["alerts"]] == [
+            ("drifted", "flipper_length_mm")
+        ]
+
+        cli = _raylight("monitor", "--url", url)
+        assert cli.returncode == 3, cli.stderr  # 3: a feature is over a threshold
+        assert "flipper_length_mm" in cli.stdout and "yes" in cli.stdout
+
+        deadline = time.monotonic() + 40  # Ray's metrics agent scrapes every few seconds
+        text = ""
+        while time.monotonic() < deadline:
+            text = requests.get(url + "/metrics", timeout=10).text
+            if "raylight_serve_drift{" in text and "flipper_length_mm" in text:
+                break
+            time.sleep(2)
+        gauge = [
+            line for line in text.splitlines()  # Ray may prefix the name with `ray_`
+            if "raylight_serve_drift{" in line and 'feature="flipper_length_mm"' in line
+            and 'stat="psi"' in line
+        ]  # fmt: skip
+        assert gauge and float(gauge[-1].rsplit(" ", 1)[1]) > 1.0, text[:3000]
+
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            log = requests.get(url + "/drift", timeout=10).json()["request_log"]
+            if log["rows_written"] == 600:
+                break
+            time.sleep(0.5)
+        assert log["rows_written"] == 600 and log["rows_dropped"] == 0, log
+    finally:
+        sd.shutdown("drifty")
+
+    logged = pd.concat(pd.read_parquet(p) for p in sorted(logs.glob("*.parquet")))
+    assert len(logged) == 600
+    assert {"request_time", "request_id", "model_version", "prediction", "proba_Adelie"} <= set(
+        logged.columns
+    )
+    assert logged["request_id"].nunique() == 150
+    # Join labels to the in-distribution rows and judge the model on what it served.
+    key = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"]
+    labels = pd.DataFrame([{**{k: r[k] for k in key}, "species": s}
+                           for r, s in zip(records, species, strict=True)]).drop_duplicates(key)  # fmt: skip
+    joined = logged.merge(labels, on=key, how="inner")
+    assert len(joined) >= 300  # every unshifted row (+ a few shifted ones that match a real one)
+    labelled = tmp_path / "labelled.parquet"
+    joined.to_parquet(labelled)
+    res = run_evaluation(load_evaluate_config([
+        f"model={bundles['v1']}", f"input={labelled}", "explain.rows=0", "bootstrap=0",
+        f"output_dir={tmp_path / 'eval'}", "tracking.backends=[]", "cluster.auth_mode=disabled",
+    ]))  # fmt: skip
+    assert res.report["data"]["used"] == len(joined)
+    served = (joined["prediction"] == joined["species"]).mean()
+    assert res.report["metrics"]["accuracy"] == pytest.approx(served, abs=1e-9)

@@ -7,6 +7,8 @@ very same function on a request. Nothing is dropped here: a bad row keeps its ra
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from typing import Any
 
@@ -42,12 +44,16 @@ def check_column(
     """
     dtype = rule["dtype"]
     missing = _is_missing(values)
+    raw_values = values
+    if rule.get("pii"):
+        # A reason names the column and the rule, never a personal value.
+        values = pd.Series("<pii>", index=values.index, dtype=object).where(values.notna(), None)
     issues: list[tuple[np.ndarray, str | pd.Series]] = []
     if not rule.get("nullable", False) and missing.any():
         issues.append((missing, f"{name}: missing value not allowed"))
     present = ~missing
     if dtype in ("int", "float"):
-        parsed = pd.to_numeric(values, errors="coerce").astype("float64")
+        parsed = pd.to_numeric(raw_values, errors="coerce").astype("float64")
         nan = parsed.isna().to_numpy()
         not_number = present & nan
         if not_number.any():
@@ -70,16 +76,18 @@ def check_column(
         out = parsed.where(~(not_number), np.nan)
         return out, issues
     if dtype == "bool":
-        low = values.astype("string").str.strip().str.lower()
+        low = raw_values.astype("string").str.strip().str.lower()
         is_true = low.isin(_TRUE).fillna(False).to_numpy(dtype=bool)
         is_false = low.isin(_FALSE).fillna(False).to_numpy(dtype=bool)
         bad = present & ~is_true & ~is_false
         if bad.any():
             issues.append((bad, f"{name}: not a boolean: " + values.astype(str)))
-        out = pd.Series(np.where(is_true, 1.0, np.where(is_false, 0.0, np.nan)), index=values.index)
+        out = pd.Series(
+            np.where(is_true, 1.0, np.where(is_false, 0.0, np.nan)), index=raw_values.index
+        )
         return out, issues
     # category / string: keep as stripped strings, missing → None
-    as_str = values.astype("string").str.strip()
+    as_str = raw_values.astype("string").str.strip()
     out = as_str.astype(object).where(present, None)
     cats = rule.get("categories")
     if dtype == "category" and cats is not None and rule.get("strict", strict_categories):
@@ -97,6 +105,7 @@ def check_batch(
     split_fractions: tuple[float, float, float],
     seed: int,
     extra_columns: list[str] | None = None,
+    pii: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Apply the contract to one batch and assign each row to a split.
 
@@ -108,6 +117,8 @@ def check_batch(
         split_fractions: (train, val, test), summing to 1.
         seed: Split seed.
         extra_columns: Columns passed through untouched (e.g. an id column not in the contract).
+        pii: ``DataConfig.pii_spec()``: pii columns are dropped or replaced by salted hashes in
+            the output and in ``__raw__``, so no later stage ever holds a personal value.
 
     Returns:
         Parsed columns plus ``__error__`` (None for good rows), ``__raw__`` (JSON of the raw row,
@@ -130,14 +141,46 @@ def check_batch(
     bad = pd.notna(reasons)
     raw = np.empty(n, dtype=object)
     raw[:] = None
+    treat = pii_treatment(pii)
     if bad.any():
         raw_rows = batch.iloc[np.flatnonzero(bad)]
         for i, (_, row) in zip(np.flatnonzero(bad), raw_rows.iterrows(), strict=True):
-            raw[i] = json.dumps({k: (None if _na(v) else str(v)) for k, v in row.items()})
+            raw[i] = json.dumps(treat({k: (None if _na(v) else str(v)) for k, v in row.items()}))
+    if pii:
+        for name in pii["columns"]:
+            if pii["treatment"] == "drop":
+                out.pop(name, None)
+            else:
+                out[name] = np.array([pii_token(v, pii["salt"]) for v in out[name]], dtype=object)
     out[ERROR_COL] = reasons
     out[RAW_COL] = raw
     out[SPLIT_COL] = assign_split(batch[split_key], split_fractions, seed)
     return pd.DataFrame(out, index=batch.index)
+
+
+def pii_token(value: Any, salt: str) -> str | None:
+    """A stable pseudonym of a personal value: HMAC-SHA256 keyed with a secret salt (16 hex).
+
+    Keyed, so nobody without the salt can test a guess (a plain hash of an e-mail address is
+    reversed by hashing candidate addresses). Missing stays missing.
+    """
+    if value is None or _na(value):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # 42.0 and "42" are the same person
+    msg = str(value).strip().encode()
+    return hmac.new(salt.encode(), msg, hashlib.sha256).hexdigest()[:16]
+
+
+def pii_treatment(pii: dict[str, Any] | None) -> Any:
+    """A function applying ``pii`` (a pii spec) to one record dict; identity when None."""
+    if not pii:
+        return lambda record: record
+    cols = set(pii["columns"])
+    if pii["treatment"] == "drop":
+        return lambda record: {k: v for k, v in record.items() if k not in cols}
+    salt = pii["salt"]
+    return lambda record: {k: (pii_token(v, salt) if k in cols else v) for k, v in record.items()}
 
 
 def _na(v: Any) -> bool:

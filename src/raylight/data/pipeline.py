@@ -71,7 +71,15 @@ def split_key(data: DataConfig) -> list[str]:
     return [data.id_column] if data.id_column else sorted(contract_rules(data))
 
 
-def _checked(data: DataConfig, seed: int, spec: sources.SourceSpec) -> ray.data.Dataset:
+def _checked(
+    data: DataConfig, seed: int, spec: sources.SourceSpec, pii: str | None = None
+) -> ray.data.Dataset:
+    """Read and contract-check every row (see ``check_batch``).
+
+    Args:
+        pii: Treatment of pii columns overriding ``data.privacy.pii`` (``"drop"`` where the
+            pseudonyms are not needed, e.g. evaluation).
+    """
     raw = sources.read(data, spec)
     rules = contract_rules(data)
     key = split_key(data)
@@ -87,6 +95,9 @@ def _checked(data: DataConfig, seed: int, spec: sources.SourceSpec) -> ray.data.
             "split_fractions": (data.split.train, data.split.val, data.split.test),
             "seed": split_seed,
             "extra_columns": extra,
+            # Treated in the same task that reads the rows: nothing downstream (quarantine,
+            # statistics, the object store) ever holds a raw personal value.
+            "pii": data.pii_spec(pii),
         },
     )
 

@@ -66,7 +66,7 @@ def read_rows(
         )
     if not ray.is_initialized():
         raise RuntimeError("evaluation reads data with Ray Data: start a cluster session first")
-    df = _checked(data, seed, sources.resolve(data)).to_pandas()
+    df = _checked(data, seed, sources.resolve(data), pii="drop").to_pandas()
     counts = {"read": len(df), "bad": int(df[ERROR_COL].notna().sum())}
     good = df[df[ERROR_COL].isna()]
     if not cfg.input and cfg.split != "all":
@@ -92,6 +92,11 @@ def run_evaluation(cfg: EvaluateConfig, announce: Any = None) -> EvalResult:
     seed = int(train_cfg.get("seed", 0))
     say("model", f"{bundle_path}" + (f" ({reg['uri']} → v{reg['version']})" if reg else ""))
 
+    pii = data.pii_columns()
+    for key in ("slices", "sensitive"):
+        named = [c for c in (getattr(cfg, key) or []) if c in pii]
+        if named:
+            raise ValueError(f"{key}: {named} are pii columns; a report would show their values")
     rows, counts = read_rows(cfg, data, seed)
     where = cfg.input or f"{data.name}, {cfg.split} split"
     say("data", f"{where}: {counts['used']:,} rows ({counts['bad']:,} broke the contract)")
@@ -185,8 +190,15 @@ def run_evaluation(cfg: EvaluateConfig, announce: Any = None) -> EvalResult:
                 "training run": lin.get("run_name"),
                 "evaluated at": datetime.now().isoformat(timespec="seconds"),
             },
+            "privacy": (
+                f"pii columns {', '.join(pii)}: dropped when the rows were read; "
+                "not features, not in any section of this report."
+                if pii
+                else "The data contract marks no column as pii."
+            ),
         },
         "model": {"bundle": bundle_path, "registry": reg, "lineage": lin},
+        "privacy": {"pii_columns": pii, "treatment": "dropped when read" if pii else None},
         "data": {"source": where, "split": None if cfg.input else cfg.split, **counts},
         "metrics": overall,
         "slices": sl,

@@ -20,8 +20,10 @@ import logging
 import os
 import random
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 from ray import serve
@@ -31,6 +33,8 @@ from raylight.config import ServeAppArgs, ServeSettings
 logger = logging.getLogger("ray.serve")
 
 USER_CONFIG_KEYS = ("stable", "canary", "canary_weight", "previous", "registry")
+FLUSH_S = 1.0  # how often a replica sends what it served to the monitor
+MAX_LOG_BACKLOG = 10  # request-log rows held while the monitor is unreachable, times flush_rows
 
 
 @dataclass
@@ -57,6 +61,28 @@ def bundle_version(manifest: dict[str, Any]) -> str:
 
 def bundle_name(manifest: dict[str, Any], override: str | None = None) -> str:
     return override or str(manifest.get("lineage", {}).get("run_name") or "model")
+
+
+def pii_spec(input_schema: dict[str, Any], logging_requests: bool) -> dict[str, Any] | None:
+    """How the request log treats the bundle's pii columns (None: it has none).
+
+    Raises:
+        RuntimeError: the bundle says hash, requests are logged, and the salt is not set.
+    """
+    pii = input_schema.get("pii") or {}
+    cols = [c["name"] for c in pii.get("columns") or []]
+    if not cols:
+        return None
+    treatment = pii.get("treatment", "drop")
+    salt = None
+    if treatment == "hash" and logging_requests:
+        salt = os.environ.get(pii.get("salt_env") or "RAYLIGHT_PII_SALT")
+        if not salt:
+            raise RuntimeError(
+                f"the request log must hash pii columns {cols} but ${pii.get('salt_env')} is "
+                "not set where the replicas run (or set request_log.sample_rate=0)"
+            )
+    return {"columns": cols, "treatment": treatment, "salt": salt}
 
 
 def _read_api_key(auth: Any) -> str | None:
@@ -117,15 +143,21 @@ class _Metrics:
 class ModelServer:
     """A model bundle (and an optional canary) behind ``/predict``, ``/health``, ``/metadata``."""
 
-    def __init__(self, args: dict[str, Any], input_schema: dict[str, Any]) -> None:
+    def __init__(
+        self, args: dict[str, Any], input_schema: dict[str, Any], monitor: Any = None
+    ) -> None:
         """Set up the replica; the bundles load in :meth:`reconfigure` (Serve calls it next).
 
         Args:
             args: :class:`~raylight.config.ServeSettings` as a plain dict (which bundles are
                 served lives in the user_config).
             input_schema: The served bundles' input schema; the request model is built from it.
+            monitor: Handle of the app's :class:`~raylight.serve.monitor.Monitor` (drift,
+                traffic, request log), or None when both drift and the request log are off.
         """
         import torch
+
+        from raylight.data.contract import pii_treatment
 
         self.args = ServeSettings.model_validate(args)
         self.input_schema = input_schema
@@ -137,6 +169,13 @@ class ModelServer:
         self.metrics = _Metrics()
         self.started = time.time()
         self.batch_log: deque[int] = deque(maxlen=1000)  # recent batch sizes, for /metadata
+        self.monitor = monitor
+        pii = pii_spec(input_schema, self.args.request_log.enabled)
+        self.pii_columns = set(pii["columns"]) if pii else set()
+        self.treat_pii = pii_treatment(pii)
+        self._pending: dict[str, dict[str, Any]] = {}
+        self._flusher: asyncio.Task | None = None
+        self._monitor_failed_at = 0.0
         # One intra-op thread per CPU the replica was given: more only contends with the proxy.
         torch.set_num_threads(max(1, int(self.args.num_cpus or 1)))
         self._predict_batch.set_max_batch_size(self.args.batch.max_batch_size)
@@ -244,13 +283,86 @@ class ModelServer:
                     preds[start : start + n],
                 )
                 start += n
+                if self.monitor is not None:
+                    self._observe(v, out[i][0], items[i][1], out[i][1])
         return out
+
+    # ------------------------------------------------------------------ monitoring
+
+    def _observe(
+        self, v: LoadedVersion, info: dict[str, str], records: list[dict], preds: list[dict]
+    ) -> None:
+        """Queue what one answered request means for drift and the request log."""
+        if any("error" in p for p in preds):
+            return  # refused with 422: not served, not traffic the model saw
+        p = self._pending.get(v.uri)
+        if p is None:
+            p = self._pending[v.uri] = {
+                "info": info, "requests": 0, "records": 0, "drift": [], "log": [], "dropped": 0,
+            }  # fmt: skip
+        p["requests"] += 1
+        p["records"] += len(records)
+        drift = self.args.drift
+        if drift.enabled:
+            keep = [
+                r for r in records if drift.sample_rate >= 1 or random.random() < drift.sample_rate
+            ]
+            if self.pii_columns:  # the monitor never needs them: they never leave the replica
+                keep = [{k: x for k, x in r.items() if k not in self.pii_columns} for r in keep]
+            p["drift"].extend(keep)
+            if len(p["drift"]) > drift.window:
+                del p["drift"][: len(p["drift"]) - drift.window]
+        log = self.args.request_log
+        if log.enabled and random.random() < log.sample_rate:
+            base = {
+                "request_time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+                "request_id": uuid.uuid4().hex,
+                "model_name": v.name,
+                "model_version": v.version,
+                "route": info["route"],
+            }
+            for record, pred in zip(records, preds, strict=True):
+                probs = {f"proba_{c}": x for c, x in (pred.get("probabilities") or {}).items()}
+                p["log"].append(
+                    {**base, **self.treat_pii(record), "prediction": pred["prediction"], **probs}
+                )
+            backlog = MAX_LOG_BACKLOG * log.flush_rows
+            if len(p["log"]) > backlog:
+                p["dropped"] += len(p["log"]) - backlog
+                del p["log"][: len(p["log"]) - backlog]
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_S)
+            await self.flush_pending()
+
+    async def flush_pending(self) -> None:
+        """Send what this replica served since the last call to the monitor."""
+        pending, self._pending = self._pending, {}
+        for uri, p in pending.items():
+            try:
+                await self.monitor.record.remote(
+                    uri, p["info"], p["requests"], p["records"], p["drift"], p["log"], p["dropped"]
+                )
+            except Exception as exc:  # never fail predictions for the monitor's sake
+                if time.monotonic() - self._monitor_failed_at > 60:
+                    self._monitor_failed_at = time.monotonic()
+                    logger.warning("raylight: the monitor did not take a report: %s", exc)
 
     async def predict_records(self, records: list[dict[str, Any]]) -> tuple[dict, list]:
         """Predict validated records (also callable through a deployment handle)."""
         return await self._predict_batch((self._choose_route(), records))
 
     # ------------------------------------------------------------------ HTTP
+
+    async def drift_report(self) -> dict[str, Any] | None:
+        """The monitor's report (``GET /drift``), after sending what this replica holds."""
+        if self.monitor is None:
+            return None
+        await self.flush_pending()
+        return await self.monitor.report.remote()
 
     def __serve_build_asgi_app__(self) -> Any:
         from raylight.serve.http import build_fastapi
@@ -400,4 +512,12 @@ def build_app(args: ServeAppArgs) -> Any:
     settings = ServeSettings.model_validate(
         args.model_dump(include=set(ServeSettings.model_fields))
     ).model_dump(mode="json")
-    return ModelServer.options(**options).bind(settings, schema)
+    monitor = None
+    if args.drift.enabled or args.request_log.enabled:
+        from raylight.serve.monitor import Monitor
+
+        name = "monitor" if args.deployment != "monitor" else "model-monitor"
+        monitor = Monitor.options(name=name).bind(
+            args.drift.model_dump(mode="json"), args.request_log.model_dump(mode="json")
+        )
+    return ModelServer.options(**options).bind(settings, schema, monitor)

@@ -52,8 +52,14 @@ def state_path(cfg: ServeConfig) -> Path:
 
 def preflight(args: ServeAppArgs) -> None:
     """Load every bundle once here, so a broken one stops start-up with its own error."""
+    from raylight.serve.app import pii_spec
+
     for path in filter(None, (args.bundle, args.canary.bundle)):
-        bundle_io.load(path)
+        b = bundle_io.load(path)
+        try:
+            pii_spec(b.input_schema, args.request_log.enabled)
+        except RuntimeError as exc:
+            raise ServeError(str(exc)) from None
 
 
 def current_routing(name: str) -> dict[str, Any] | None:

@@ -219,6 +219,16 @@ def build_fastapi(server: Any) -> FastAPI:
                         "mean_requests": (sum(recent) / len(recent)) if recent else 0.0},
         })  # fmt: skip
 
+    @app.get("/drift", dependencies=guarded, summary="Input drift and traffic per served version")
+    async def drift() -> JSONResponse:
+        if server.monitor is None:
+            return error(404, "monitoring is off (drift.enabled=false, no request log)", "off")
+        try:
+            report = await asyncio.wait_for(server.drift_report(), timeout=args.request_timeout_s)
+        except asyncio.TimeoutError:
+            return error(504, "the monitor did not answer in time", "timeout")
+        return JSONResponse(report)
+
     @app.get("/metrics", dependencies=guarded, summary="Prometheus: Serve + raylight metrics")
     async def prometheus() -> PlainTextResponse:
         url = await asyncio.to_thread(_node_metrics_url)

@@ -81,6 +81,13 @@ def record_model(
         _identifier(col["name"], taken): _field(col, reject_unknown_categories)
         for col in input_schema["features"]
     }
+    pii = (input_schema.get("pii") or {}).get("columns") or []
+    for col in pii:
+        # Optional pass-through (e.g. a customer id to join labels to the request log later):
+        # the model never sees it, the request log holds it only dropped or salted-hashed.
+        annotation, info = _field({**col, "nullable": True, "categories": None}, False)
+        info.description = f"{col['dtype']}; pii: not used by the model, never logged raw"
+        fields[_identifier(col["name"], taken)] = (annotation, info)
     return create_model(name, __config__=_STRICT, **fields)  # type: ignore[call-overload]
 
 
