@@ -18,6 +18,8 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "1")
 os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "30")
 # Every test's runs go to the embedded store under its own output dir, never a user's server.
 os.environ.pop("MLFLOW_TRACKING_URI", None)
+# The pii salt must be in the environment Ray's workers (and Serve replicas) inherit.
+os.environ["RAYLIGHT_PII_SALT"] = "raylight-test-salt"
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.pop("WANDB_API_KEY", None)
 sys.path.insert(0, str(TESTS))

@@ -138,3 +138,27 @@ def test_validate_does_not_touch_ray() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_pii_columns_are_never_features_slices_or_unsalted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    csv = tmp_path / "d.csv"
+    pd.DataFrame({"x": [1.0], "email": ["a@b.c"], "y": ["a"]}).to_csv(csv, index=False)
+    cols = "+data.contract.columns={y: {dtype: category}, x: {dtype: float}, email: {dtype: string, pii: true}}"
+    base = ["data=file", f"data.path={csv}", "data.target=y", cols]
+    cfg = load_train_config(base)
+    assert cfg.data.feature_columns() == ["x"]
+    assert cfg.data.pii_columns() == ["email"]
+    monkeypatch.delenv("RAYLIGHT_PII_SALT", raising=False)
+    with pytest.raises(ConfigError) as info:
+        load_train_config([*base, "data.features=[x,email]", "data.slices=[email]",
+                           "data.sensitive=[email]", "data.privacy.pii=hash"])  # fmt: skip
+    keys = dict(info.value.problems)
+    assert "is pii" in keys["data.features[1]"]
+    assert "data.slices[0]" in keys and "data.sensitive[0]" in keys
+    assert "RAYLIGHT_PII_SALT" in keys["data.privacy.salt_env"]
+    monkeypatch.setenv("RAYLIGHT_PII_SALT", "pepper")
+    assert load_train_config([*base, "data.privacy.pii=hash"]).data.pii_spec() == {
+        "columns": ["email"], "treatment": "hash", "salt": "pepper",
+    }  # fmt: skip

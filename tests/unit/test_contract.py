@@ -94,3 +94,46 @@ def test_split_does_not_depend_on_the_order_of_contract_columns() -> None:
     a = assign_split(rows[split_key(cfg.data)], (0.6, 0.2, 0.2), 42)
     b = assign_split(rows[split_key(reordered)], (0.6, 0.2, 0.2), 42)
     assert (a == b).all()
+
+
+PII_RULES = {
+    "email": {"dtype": "string", "pii": True},
+    "ssn": {"dtype": "int", "pii": True},
+    "age": {"dtype": "int", "min": 0, "max": 120},
+}
+PII_ROWS = pd.DataFrame(
+    {
+        "email": ["ann@example.com", "bob@example.com", None],
+        "ssn": ["123456789", "not-a-number-987", "5"],
+        "age": ["30", "200", "41"],
+    }
+)
+
+
+def _check_pii(treatment: str) -> pd.DataFrame:
+    spec = {"columns": ["email", "ssn"], "treatment": treatment, "salt": "s3cret"}
+    return check_batch(PII_ROWS, PII_RULES, True, ["age"], (0.7, 0.15, 0.15), seed=1, pii=spec)
+
+
+def test_pii_values_never_leave_the_contract_check_raw() -> None:
+    from raylight.data.contract import pii_token
+
+    for treatment in ("drop", "hash"):
+        out = _check_pii(treatment)
+        text = out.astype(str).to_csv()
+        for value in ("ann@example.com", "bob@example.com", "123456789", "987"):
+            assert value not in text, (treatment, value)
+        reasons = out[ERROR_COL].tolist()
+        assert "ssn: not a number: <pii>" in reasons[1] and "age: above max 120: 200" in reasons[1]
+        assert "ssn: missing value not allowed" not in str(reasons)
+        assert "email: missing value not allowed" in reasons[2]
+        raw = json.loads(out[RAW_COL][1])
+        if treatment == "drop":
+            assert "email" not in out and "email" not in raw and "ssn" not in raw
+        else:
+            token = pii_token("ann@example.com", "s3cret")
+            assert out["email"][0] == token and len(token) == 16
+            assert raw["email"] == pii_token("bob@example.com", "s3cret")
+            assert out["ssn"][0] == pii_token(123456789, "s3cret")  # parsed 1.23e8 == "123456789"
+            assert pii_token("ann@example.com", "other salt") != token  # keyed
+            assert pd.isna(out["email"][2])  # missing stays missing
