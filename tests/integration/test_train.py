@@ -174,6 +174,7 @@ def test_killed_worker_is_retried_and_the_run_completes(
     assert steps == [0, 1, 2, 3]
 
 
+@pytest.mark.slow  # two full trainings (~40 s); determinism rarely regresses: make test-all
 def test_same_seed_same_worker_count_reproduces_the_run(ray_session, outdir: Path) -> None:
     runs = []
     for name in ("seed-a", "seed-b"):

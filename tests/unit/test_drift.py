@@ -78,3 +78,18 @@ def test_partial_stats_carry_a_sample_of_each_numeric_train_column() -> None:
     sample = np.array(stats["sample"]["x"])
     assert len(sample) == 1000 and sample.min() >= 0 and sample.max() <= 1999
     assert sample.mean() == pytest.approx(999.5, rel=0.05)  # spans the column, not one block
+
+
+def test_the_predicted_class_is_judged_against_the_training_label_shares() -> None:
+    from raylight.serve.drift import PREDICTION
+
+    rng = np.random.default_rng(1)
+    ref = {**_reference(rng), "target": {"<=50K": 0.76, ">50K": 0.24}}
+    w = DriftWindow(ref, size=400, min_rows=100)
+    labels = rng.choice(["<=50K", ">50K"], 400, p=[0.76, 0.24])
+    w.add([{"age": 40.0, "sex": "Male", PREDICTION: str(y)} for y in labels])
+    assert w.report()["features"][PREDICTION]["psi"] < 0.05
+    w.add([{"age": 40.0, "sex": "Male", PREDICTION: ">50K"} for _ in range(400)])
+    rep = w.report()
+    assert PREDICTION in rep["drifted"] and rep["features"][PREDICTION]["psi"] > 1.0
+    assert PREDICTION not in DriftWindow(_reference(rng)).report()["features"]  # no target ref

@@ -29,6 +29,7 @@ from typing import Any
 from ray import serve
 
 from raylight.config import ServeAppArgs, ServeSettings
+from raylight.serve.drift import PREDICTION
 
 logger = logging.getLogger("ray.serve")
 
@@ -304,11 +305,12 @@ class ModelServer:
         p["records"] += len(records)
         drift = self.args.drift
         if drift.enabled:
+            pii = self.pii_columns  # the monitor never needs them: they never leave the replica
             keep = [
-                r for r in records if drift.sample_rate >= 1 or random.random() < drift.sample_rate
+                {**{k: x for k, x in r.items() if k not in pii}, PREDICTION: pred["prediction"]}
+                for r, pred in zip(records, preds, strict=True)
+                if drift.sample_rate >= 1 or random.random() < drift.sample_rate
             ]
-            if self.pii_columns:  # the monitor never needs them: they never leave the replica
-                keep = [{k: x for k, x in r.items() if k not in self.pii_columns} for r in keep]
             p["drift"].extend(keep)
             if len(p["drift"]) > drift.window:
                 del p["drift"][: len(p["drift"]) - drift.window]

@@ -72,8 +72,16 @@ def categorical_drift(ref: dict[str, float], values: list[Any]) -> dict[str, Any
     return out
 
 
+PREDICTION = "(prediction)"  # the predicted class, judged against the training label shares
+
+
 class DriftWindow:
-    """The last ``size`` values of every referenced feature, and drift on demand."""
+    """The last ``size`` values of every referenced feature, and drift on demand.
+
+    For a classifier whose reference holds the training split's label shares, the predicted
+    class is tracked as one more categorical, ``(prediction)``: a model whose predictions move
+    away from the label mix it was trained on is drifting even when no single input is.
+    """
 
     def __init__(
         self,
@@ -85,6 +93,8 @@ class DriftWindow:
     ) -> None:
         self.numeric = dict(reference.get("numeric") or {})
         self.categorical = dict(reference.get("categorical") or {})
+        if isinstance(reference.get("target"), dict) and reference["target"]:
+            self.categorical[PREDICTION] = dict(reference["target"])
         self.size = size
         self.min_rows = min_rows
         self.psi_threshold = psi_threshold
@@ -95,7 +105,8 @@ class DriftWindow:
         self.seen = 0
 
     def add(self, rows: list[dict[str, Any]]) -> None:
-        """Record a batch of input rows (raw values, as the request carried them)."""
+        """Record a batch of input rows (raw values, as the request carried them; the
+        predicted class under ``(prediction)``)."""
         for row in rows:
             for c, dq in self.values.items():
                 dq.append(row.get(c))
