@@ -87,6 +87,10 @@ def test_adult_builtin_reads_all_rows(ray_session, tmp_path: Path) -> None:
     assert data.summary.bad == 0
     assert data.preprocessor.classes == ["<=50K", ">50K"]
     assert data.summary.fingerprint.startswith("sha256:")
+    # Adult's " ?" is a missing value (the nullable columns), not a category called "?"
+    assert "?" not in data.preprocessor.categorical["workclass"]
+    assert "__missing__" in data.preprocessor.categorical["workclass"]
+    assert 0.05 < data.reference["categorical"]["workclass"]["__missing__"] < 0.07
 
 
 def test_cli_train_stops_on_bad_rows_with_exit_1(ray_session, tmp_path: Path) -> None:

@@ -50,6 +50,9 @@ class SourceSpec:
     # Per-column string clean-up applied before the contract (see normalize_batch).
     strip_strings: bool = False
     strip_suffix: dict[str, str] = field(default_factory=dict)
+    # Markers that mean "missing" once stripped (Adult writes " ?", which CSV null matching,
+    # done before stripping, does not catch).
+    null_markers: list[str] = field(default_factory=list)
 
 
 def _package_file(dist: str, rel: str) -> str:
@@ -80,6 +83,7 @@ def resolve(data: DataConfig) -> SourceSpec:
             ],
             strip_strings=True,
             strip_suffix={"income": "."},
+            null_markers=["?"],
         )
     if data.source == "penguins":
         path = _package_file("palmerpenguins", "palmerpenguins/data/penguins.csv")
@@ -208,10 +212,14 @@ def read(data: DataConfig, spec: SourceSpec | None = None) -> ray.data.Dataset:
                 )
             )
         ds = parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])
-    if spec.strip_strings or spec.strip_suffix:
+    if spec.strip_strings or spec.strip_suffix or spec.null_markers:
         ds = ds.map_batches(
             normalize_batch,
-            fn_kwargs={"strip": spec.strip_strings, "suffix": spec.strip_suffix},
+            fn_kwargs={
+                "strip": spec.strip_strings,
+                "suffix": spec.strip_suffix,
+                "nulls": spec.null_markers,
+            },
             batch_format="pyarrow",
         )
     if data.limit_rows:
@@ -219,8 +227,11 @@ def read(data: DataConfig, spec: SourceSpec | None = None) -> ray.data.Dataset:
     return ds
 
 
-def normalize_batch(batch: pa.Table, strip: bool, suffix: dict[str, str]) -> pa.Table:
-    """Trim whitespace around strings and known trailing markers (Adult's '>50K.')."""
+def normalize_batch(
+    batch: pa.Table, strip: bool, suffix: dict[str, str], nulls: list[str] | None = None
+) -> pa.Table:
+    """Trim whitespace around strings and known trailing markers (Adult's '>50K.'); values
+    that are only a null marker (Adult's '?') become missing."""
     import pyarrow.compute as pc
 
     cols = {}
@@ -233,8 +244,11 @@ def normalize_batch(batch: pa.Table, strip: bool, suffix: dict[str, str]) -> pa.
                 col = pc.replace_substring_regex(
                     col, pattern=_regex_escape(suffix[name]) + "$", replacement=""
                 )
-            # a value that was only whitespace is missing, not an empty category
+            # a value that was only whitespace (or a null marker) is missing, not a category
             col = pc.if_else(pc.equal(col, ""), pa.scalar(None, col.type), col)
+            if nulls:
+                marker = pc.is_in(col, value_set=pa.array(nulls, col.type))
+                col = pc.if_else(marker, pa.scalar(None, col.type), col)
         cols[name] = col
     return pa.table(cols)
 
