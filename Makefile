@@ -36,9 +36,13 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -m "not slow" -q
 
-## Everything, slow tests included.
+## Everything, slow tests included. The multi-worker sweep test starts its own embedded Ray
+## with the dashboard; Ray's State API refuses to pick between two live local clusters, so it
+## runs in a pytest process that never starts the session cluster.
+STALL_TEST := tests/integration/test_tune.py::test_multi_worker_trials_stopped_by_asha_do_not_stall
 test-all: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --deselect $(STALL_TEST)
+	$(BIN)/python -m pytest -q $(STALL_TEST)
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
