@@ -52,8 +52,13 @@ class _Strict(BaseModel):
 class ColumnContract(_Strict):
     """What one column must hold."""
 
-    dtype: Literal["int", "float", "category", "string", "bool"] = Field(
+    dtype: Literal["int", "float", "category", "string", "bool", "image"] = Field(
         description="Logical type; values that do not parse as this type are bad rows."
+    )
+    shape: list[int] | None = Field(
+        None,
+        description="Images: [height, width] or [channels, height, width]; min/max are the "
+        "pixel range (default 0..255; decoded PNG/JPEG values are mapped onto it).",
     )
     nullable: bool = Field(False, description="Whether a missing value is allowed.")
     min: float | None = Field(None, description="Smallest allowed value (numeric columns).")
@@ -71,8 +76,17 @@ class ColumnContract(_Strict):
     def _check(self) -> ColumnContract:
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
-        if self.dtype not in ("int", "float") and (self.min is not None or self.max is not None):
-            raise ValueError(f"min/max only apply to int/float columns, not {self.dtype}")
+        if self.dtype not in ("int", "float", "image") and (
+            self.min is not None or self.max is not None
+        ):
+            raise ValueError(f"min/max only apply to int/float/image columns, not {self.dtype}")
+        if self.dtype == "image":
+            if not self.shape or len(self.shape) not in (2, 3) or min(self.shape) < 1:
+                raise ValueError("an image column needs shape: [H, W] or [C, H, W], all >= 1")
+            if len(self.shape) == 3 and self.shape[0] not in (1, 3):
+                raise ValueError("images have 1 (gray) or 3 (RGB) channels")
+        elif self.shape is not None:
+            raise ValueError("shape only applies to dtype: image")
         if self.categories is not None and self.dtype != "category":
             raise ValueError("categories only apply to dtype: category")
         return self
@@ -119,7 +133,7 @@ class SplitConfig(_Strict):
 
 class DataConfig(_Strict):
     name: str
-    source: Literal["file", "adult", "penguins"] = Field(
+    source: Literal["file", "adult", "penguins", "digits", "mnist"] = Field(
         "file", description="'file' reads data.path; the others are built-in adapters."
     )
     path: str | None = Field(None, description="CSV/Parquet file or directory, local or URI.")

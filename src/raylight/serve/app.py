@@ -173,6 +173,11 @@ class ModelServer:
         self.monitor = monitor
         pii = pii_spec(input_schema, self.args.request_log.enabled)
         self.pii_columns = set(pii["columns"]) if pii else set()
+        self.image_rules = {
+            f["name"]: f for f in input_schema["features"] if f.get("dtype") == "image"
+        }
+        # Columns drift never looks at: pii (never leaves the replica) and images (no reference).
+        self.not_for_drift = self.pii_columns | set(self.image_rules)
         self.treat_pii = pii_treatment(pii)
         self._pending: dict[str, dict[str, Any]] = {}
         self._flusher: asyncio.Task | None = None
@@ -305,7 +310,7 @@ class ModelServer:
         p["records"] += len(records)
         drift = self.args.drift
         if drift.enabled:
-            pii = self.pii_columns  # the monitor never needs them: they never leave the replica
+            pii = self.not_for_drift
             keep = [
                 {**{k: x for k, x in r.items() if k not in pii}, PREDICTION: pred["prediction"]}
                 for r, pred in zip(records, preds, strict=True)
@@ -326,7 +331,12 @@ class ModelServer:
             for record, pred in zip(records, preds, strict=True):
                 probs = {f"proba_{c}": x for c, x in (pred.get("probabilities") or {}).items()}
                 p["log"].append(
-                    {**base, **self.treat_pii(record), "prediction": pred["prediction"], **probs}
+                    {
+                        **base,
+                        **self.treat_pii(self._loggable(record)),
+                        "prediction": pred["prediction"],
+                        **probs,
+                    }
                 )
             backlog = MAX_LOG_BACKLOG * log.flush_rows
             if len(p["log"]) > backlog:
@@ -334,6 +344,22 @@ class ModelServer:
                 del p["log"][: len(p["log"]) - backlog]
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+
+    def _loggable(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Images as base64 PNG text: one column type however they were sent, and what
+        ``raylight evaluate input=`` reads back."""
+        if not self.image_rules:
+            return record
+        import base64
+
+        from raylight.data.images import parse_image, to_png
+
+        out = dict(record)
+        for c, rule in self.image_rules.items():
+            if out.get(c) is not None:
+                png = to_png(parse_image(out[c], rule), rule)
+                out[c] = base64.b64encode(png).decode()
+        return out
 
     async def _flush_loop(self) -> None:
         while True:
@@ -398,6 +424,22 @@ def encode_validated(bundle: Any, records: list[dict[str, Any]]) -> tuple[Any, l
     j = 0
     for c in pre.feature_order:
         rule = rules[c]
+        if c in pre.images:
+            from raylight.data.images import parse_image
+
+            st = pre.images[c]
+            size = int(np.prod(st["shape"]))
+            for i, r in enumerate(records):
+                try:
+                    px = parse_image(r.get(c), rule) if r.get(c) is not None else None
+                except ValueError as exc:
+                    px, errors[i] = None, errors[i] or f"{c}: {exc}"
+                if px is None:
+                    errors[i] = errors[i] or f"{c}: missing value not allowed"
+                    continue
+                x[i, j : j + size] = (px - st["mean"]) / st["std"]
+            j += size
+            continue
         if c in pre.numeric:
             st = pre.numeric[c]
             v = np.array(

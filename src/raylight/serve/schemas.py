@@ -47,12 +47,21 @@ def _field(col: dict[str, Any], reject_unknown_categories: bool) -> tuple[Any, A
         bounds["allow_inf_nan"] = False
     elif dtype == "bool":
         annotation = bool
+    elif dtype == "image":
+        # base64 PNG/JPEG, or pixel values flat / [H][W] / [C][H][W] (checked when encoded)
+        annotation = str | list[float] | list[list[float]] | list[list[list[float]]]
     elif dtype == "category":
         cats = col.get("categories") or []
         annotation = Literal[tuple(cats)] if cats and reject_unknown_categories else str
     else:  # "string" and anything textual
         annotation = str
     description = f"{dtype}" + (f"; one of {col['categories']}" if col.get("categories") else "")
+    if dtype == "image":
+        bounds = {}  # min/max are the pixel range, checked per pixel by the image parser
+        description = (
+            f"image {'x'.join(map(str, col['shape']))}: base64 PNG/JPEG, or pixel values in "
+            f"[{col.get('min', 0)}, {col.get('max', 255)}] (flat or nested)"
+        )
     if col.get("nullable"):
         return Optional[annotation], Field(  # noqa: UP045 - annotation is a runtime value
             None, alias=col["name"], description=description, **bounds
