@@ -152,6 +152,12 @@ class DataConfig(_Strict):
         1.0, ge=0, le=1, description="Fail the run when more than this share of rows is bad."
     )
     batch_size: int = Field(1024, ge=1, description="Batch size per worker.")
+    shuffle_buffer: int = Field(
+        10_000,
+        ge=0,
+        description="Rows in each worker's local shuffle buffer for training batches "
+        "(re-shuffled every epoch; 0: file order).",
+    )
     max_categories: int = Field(64, ge=1, description="Most frequent categories kept per column.")
     cache: bool = Field(
         True, description="Materialize the preprocessed splits (small data); false = stream."

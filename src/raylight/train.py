@@ -65,21 +65,50 @@ class TrainSession:
         import ray.train
 
         return (
-            _torch_batches(ray.train.get_dataset_shard("train"), config),
+            _torch_batches(ray.train.get_dataset_shard("train"), config, shuffle=True),
             _torch_batches(ray.train.get_dataset_shard("val"), config),
         )
 
 
-def _torch_batches(ds: Any, config: dict[str, Any]) -> Any:
-    """An iterable of ``{"features", "label"}`` tensor batches (re-iterable per epoch)."""
-    import torch
+class _TorchBatches:
+    """``{"features", "label"}`` tensor batches, a fresh pass per epoch.
 
-    label_dtype = torch.long if config["data"]["task"] == "classification" else torch.float32
-    return ds.iter_torch_batches(
-        batch_size=config["data"]["batch_size"],
-        dtypes={"features": torch.float32, "label": label_dtype},
-        prefetch_batches=2,
-    )
+    Training passes shuffle through a local buffer of ``data.shuffle_buffer`` rows, seeded by
+    the global seed and the epoch: without it a file sorted by label (MNIST's, the penguins')
+    feeds single-class batches and the model does not learn; with it a run stays reproducible.
+    """
+
+    def __init__(self, ds: Any, config: dict[str, Any], shuffle: bool) -> None:
+        self.ds = ds
+        self.config = config
+        self.buffer = int(config["data"].get("shuffle_buffer", 0)) if shuffle else 0
+        self.epoch = 0
+
+    def __iter__(self) -> Any:
+        import torch
+
+        task = self.config["data"]["task"]
+        label_dtype = torch.long if task == "classification" else torch.float32
+        extra: dict[str, Any] = {}
+        if self.buffer:
+            extra = {
+                "local_shuffle_buffer_size": self.buffer,
+                "local_shuffle_seed": int(self.config.get("seed", 0)) * 1009 + self.epoch,
+            }
+        self.epoch += 1
+        return iter(
+            self.ds.iter_torch_batches(
+                batch_size=self.config["data"]["batch_size"],
+                dtypes={"features": torch.float32, "label": label_dtype},
+                prefetch_batches=2,
+                **extra,
+            )
+        )
+
+
+def _torch_batches(ds: Any, config: dict[str, Any], shuffle: bool = False) -> Any:
+    """Re-iterable tensor batches of a dataset shard (see :class:`_TorchBatches`)."""
+    return _TorchBatches(ds, config, shuffle)
 
 
 def _report_callback(session: Any, run_name: str) -> Any:

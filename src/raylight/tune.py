@@ -248,7 +248,10 @@ class TuneSession:
     def loaders(self, config: dict[str, Any]) -> tuple[Any, Any]:
         from raylight.train import _torch_batches
 
-        return _torch_batches(self.train_ds, config), _torch_batches(self.val_ds, config)
+        return (
+            _torch_batches(self.train_ds, config, shuffle=True),
+            _torch_batches(self.val_ds, config),
+        )
 
 
 def _trial_plain(

@@ -233,7 +233,9 @@ def _bytes_as_hex(col: pd.Series) -> pd.Series:
     # Binary values (images) are not text: hash their hex form, not a UTF-8 decoding.
     if col.dtype != object and "binary" not in str(col.dtype):
         return col
-    return col.astype(object).map(lambda v: bytes(v).hex() if isinstance(v, bytes | bytearray | memoryview) else v)
+    return col.astype(object).map(
+        lambda v: bytes(v).hex() if isinstance(v, bytes | bytearray | memoryview) else v
+    )
 
 
 def assign_split(
