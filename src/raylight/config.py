@@ -832,6 +832,25 @@ def _check_model(model: dict[str, Any]) -> list[tuple[str, str]]:
     return problems
 
 
+def _check_model_fits_data(model: dict[str, Any], data: DataConfig) -> list[tuple[str, str]]:
+    """An image model needs exactly one image feature; a tabular one takes any features."""
+    try:
+        from hydra.utils import get_class
+
+        injected = getattr(get_class(str(model.get("_target_"))), "INJECTED_ARGS", ())
+    except Exception:
+        return []  # _check_model reports an unimportable target
+    images = [c for c in data.feature_columns() if c in data.contract.columns
+              and data.contract.columns[c].dtype == "image"]  # fmt: skip
+    if "image_shape" in injected and (len(images) != 1 or len(data.feature_columns()) != 1):
+        return [(
+            "model._target_",
+            f"{model['_target_']} needs exactly one image feature column; the data's features "
+            f"are {data.feature_columns()} (e.g. data=digits or data=mnist)",
+        )]  # fmt: skip
+    return []
+
+
 def _check_data(data: DataConfig) -> list[tuple[str, str]]:
     from raylight.data import sources
 
@@ -965,6 +984,7 @@ def _validate_collect(plain: dict[str, Any]) -> tuple[TrainConfig | None, list[t
         os.environ["AWS_ENDPOINT_URL_S3"] = cfg.cluster.storage_endpoint
     problems += _check_data(cfg.data)
     problems += _check_model(cfg.model)
+    problems += _check_model_fits_data(cfg.model, cfg.data)
     problems += _check_resources(cfg.scaling, cfg.cluster)
     problems += _check_tracking(cfg.tracking.model_dump())
     if cfg.resume is not None and not _exists(cfg.resume):

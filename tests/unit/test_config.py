@@ -41,12 +41,14 @@ def test_every_shipped_config_composes_validates_and_instantiates(
             overrides += _file_overrides(tmp_path)
         if group == "cluster" and option == "address":
             overrides += ["cluster.address=ray://127.0.0.1:10001"]
+        if group == "model" and option == "cnn":
+            overrides += ["data=digits"]  # an image model needs an image column
         cfg = load_train_config(overrides)
         model_args = {k: v for k, v in cfg.model.items() if k not in ("_target_", "name")}
-        model = build_model(
-            cfg.model["_target_"],
-            {**model_args, "input_dim": 4, "output_dim": 2, "task": cfg.data.task},
-        )
+        injected = {"input_dim": 4, "output_dim": 2, "task": cfg.data.task}
+        if option == "cnn" or cfg.model["_target_"].endswith("ImageCNN"):
+            injected["image_shape"] = [1, 2, 2]
+        model = build_model(cfg.model["_target_"], {**model_args, **injected})
         assert sum(p.numel() for p in model.parameters()) > 0
         assert isinstance(cfg.to_plain(), dict)
 
@@ -162,3 +164,10 @@ def test_pii_columns_are_never_features_slices_or_unsalted(
     assert load_train_config([*base, "data.privacy.pii=hash"]).data.pii_spec() == {
         "columns": ["email"], "treatment": "hash", "salt": "pepper",
     }  # fmt: skip
+
+
+def test_an_image_model_needs_one_image_column() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_train_config(["model=cnn", "data=penguins"])
+    assert "exactly one image feature" in dict(info.value.problems)["model._target_"]
+    assert load_train_config(["experiment=mnist_cnn"]).data.feature_columns() == ["image"]
