@@ -310,9 +310,9 @@ class ModelServer:
         p["records"] += len(records)
         drift = self.args.drift
         if drift.enabled:
-            pii = self.not_for_drift
+            skip = self.not_for_drift
             keep = [
-                {**{k: x for k, x in r.items() if k not in pii}, PREDICTION: pred["prediction"]}
+                {**{k: x for k, x in r.items() if k not in skip}, PREDICTION: pred["prediction"]}
                 for r, pred in zip(records, preds, strict=True)
                 if drift.sample_rate >= 1 or random.random() < drift.sample_rate
             ]
