@@ -112,15 +112,21 @@ class DriftWindow:
                 dq.append(row.get(c))
         self.seen += len(rows)
 
-    def report(self) -> dict[str, Any]:
-        """Per-feature drift of the window, and which features cross a threshold."""
+    def snapshot(self) -> dict[str, list[Any]]:
+        """A copy of the window's values: compute a report from it off the thread that adds."""
+        return {c: list(dq) for c, dq in self.values.items()}
+
+    def report(self, snapshot: dict[str, list[Any]] | None = None) -> dict[str, Any]:
+        """Per-feature drift of the window (or of a :meth:`snapshot` of it), and which
+        features cross a threshold."""
+        values = snapshot if snapshot is not None else self.values
         features: dict[str, Any] = {}
         for c, ref in self.numeric.items():
-            vals = np.array([np.nan if v is None else float(v) for v in self.values[c]])
+            vals = np.array([np.nan if v is None else float(v) for v in values[c]])
             features[c] = {"type": "numeric", **numeric_drift(ref, vals)}
         for c, ref in self.categorical.items():
-            features[c] = {"type": "categorical", **categorical_drift(ref, list(self.values[c]))}
-        window = max((len(d) for d in self.values.values()), default=0)
+            features[c] = {"type": "categorical", **categorical_drift(ref, list(values[c]))}
+        window = max((len(d) for d in values.values()), default=0)
         drifted = []
         if window >= self.min_rows:
             for c, f in features.items():

@@ -107,6 +107,7 @@ class Monitor:
         self.log_stats = {"rows_written": 0, "files": 0, "rows_dropped": 0, "last_error": None}
         self.gauges = _Gauges()
         self._loop_task: asyncio.Task | None = None
+        self._check_lock = asyncio.Lock()
         self.last_report: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ intake
@@ -125,7 +126,8 @@ class Monitor:
         self._ensure_loop()
         v = self.versions.get(uri)
         if v is None:
-            v = await asyncio.to_thread(self._new_version, uri, info)
+            new = await asyncio.to_thread(self._new_version, uri, info)
+            v = self.versions.get(uri) or self._keep(new)  # another replica may have won
         v.info = dict(info)
         v.count(requests, records)
         if v.window is not None and drift_rows:
@@ -150,11 +152,13 @@ class Monitor:
                 psi_threshold=self.drift.psi_threshold,
                 ks_threshold=self.drift.ks_threshold,
             )
-        v = _Version(uri, info, window)
+        return _Version(uri, info, window)
+
+    def _keep(self, v: _Version) -> _Version:
         if len(self.versions) >= MAX_VERSIONS:
             oldest = min(self.versions.values(), key=lambda x: x.last_seen)
             del self.versions[oldest.uri]
-        self.versions[uri] = v
+        self.versions[v.uri] = v
         return v
 
     # ------------------------------------------------------------------ drift
@@ -171,7 +175,7 @@ class Monitor:
             try:
                 if self.drift.enabled and time.monotonic() >= next_check:
                     next_check = time.monotonic() + self.drift.check_every_s
-                    await asyncio.to_thread(self.check)
+                    await self.check()
                 if (
                     self.pending_since is not None
                     and time.monotonic() - self.pending_since >= self.log.flush_s
@@ -180,13 +184,23 @@ class Monitor:
             except Exception:  # the monitor must outlive a bad batch; say what broke
                 logger.exception("raylight monitor: periodic check failed")
 
-    def check(self) -> dict[str, Any]:
-        """Recompute drift of every window, update the gauges, warn on threshold crossings."""
+    async def check(self) -> dict[str, Any]:
+        """Recompute drift of every window, update the gauges, warn on threshold crossings.
+
+        The windows are copied here, on the event loop that also adds to them, and the
+        numbers are computed in a thread on the copies: no deque changes while it is read.
+        """
+        async with self._check_lock:  # one check at a time: alerts fire once per crossing
+            snaps = [
+                (v, v.window.snapshot()) for v in self.versions.values() if v.window is not None
+            ]
+            return await asyncio.to_thread(self._check, snaps)
+
+    def _check(self, snaps: list[tuple[_Version, dict[str, list[Any]]]]) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for v in list(self.versions.values()):
-            if v.window is None:
-                continue
-            rep = v.window.report()
+        for v, snap in snaps:
+            assert v.window is not None
+            rep = v.window.report(snap)
             version = str(v.info.get("version"))
             self.gauges.window.set(rep["window"], tags={"model_version": version})
             self.gauges.drifted.set(len(rep["drifted"]), tags={"model_version": version})
@@ -233,7 +247,7 @@ class Monitor:
     async def report(self) -> dict[str, Any]:
         """``GET /drift``: drift and traffic per served bundle, recent alerts, the request log."""
         self._ensure_loop()
-        reports = await asyncio.to_thread(self.check) if self.drift.enabled else {}
+        reports = await self.check() if self.drift.enabled else {}
         versions = []
         for v in sorted(self.versions.values(), key=lambda x: -x.last_seen):
             versions.append({
