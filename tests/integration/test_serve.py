@@ -625,19 +625,23 @@ def test_drift_stays_low_in_distribution_and_flags_a_shifted_feature(
         assert cli.returncode == 3, cli.stderr  # 3: a feature is over a threshold
         assert "flipper_length_mm" in cli.stdout and "yes" in cli.stdout
 
-        deadline = time.monotonic() + 40  # Ray's metrics agent scrapes every few seconds
-        text = ""
-        while time.monotonic() < deadline:
+        def psi_gauge() -> float | None:
             text = requests.get(url + "/metrics", timeout=10).text
-            if "raylight_serve_drift{" in text and "flipper_length_mm" in text:
-                break
+            lines = [
+                line for line in text.splitlines()  # Ray may prefix the name with `ray_`
+                if "raylight_serve_drift{" in line and 'feature="flipper_length_mm"' in line
+                and 'stat="psi"' in line
+            ]  # fmt: skip
+            return float(lines[-1].rsplit(" ", 1)[1]) if lines else None
+
+        # The gauge first shows the in-distribution value; the metrics agent picks up the
+        # shifted one within a few export intervals.
+        deadline = time.monotonic() + 60
+        value = psi_gauge()
+        while time.monotonic() < deadline and not (value and value > 1.0):
             time.sleep(2)
-        gauge = [
-            line for line in text.splitlines()  # Ray may prefix the name with `ray_`
-            if "raylight_serve_drift{" in line and 'feature="flipper_length_mm"' in line
-            and 'stat="psi"' in line
-        ]  # fmt: skip
-        assert gauge and float(gauge[-1].rsplit(" ", 1)[1]) > 1.0, text[:3000]
+            value = psi_gauge()
+        assert value is not None and value > 1.0, value
 
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
