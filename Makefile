@@ -45,8 +45,8 @@ test-all: setup
 	$(BIN)/python -m pytest -q $(STALL_TEST)
 
 lint: setup
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff format --check src tests benchmarks examples
 
 bench: setup
 	$(BIN)/python benchmarks/train_overhead.py

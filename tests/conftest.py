@@ -10,6 +10,7 @@ import pytest
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
+BYO_EXAMPLE = ROOT / "examples" / "byo_model"  # importable like a user's own package
 
 # Before anything imports ray: the embedded test cluster runs without token auth, quietly.
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -42,7 +43,9 @@ def ray_session(tmp_path_factory: pytest.TempPathFactory):
         _temp_dir=str(temp),
         runtime_env={
             "env_vars": {
-                "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])
+                "PYTHONPATH": os.pathsep.join(
+                    [str(TESTS), str(BYO_EXAMPLE), os.environ.get("PYTHONPATH", "")]
+                )
             }
         },
     )

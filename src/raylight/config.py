@@ -798,11 +798,22 @@ def _check_model(model: dict[str, Any]) -> list[tuple[str, str]]:
         cls = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
         return [("model._target_", f"cannot import {target!r}: {exc}")]
-    # These are filled in from the data, never from config.
-    injected = set(getattr(cls, "INJECTED_ARGS", ()))
+    import lightning.pytorch as pl
+
+    if not (isinstance(cls, type) and issubclass(cls, pl.LightningModule)):
+        return [("model._target_", f"{target} is not a lightning.pytorch.LightningModule")]
+    # These are filled in from the data, never from config (any model takes the first three).
+    injected = set(getattr(cls, "INJECTED_ARGS", ("input_dim", "output_dim", "task")))
     sig = inspect.signature(cls.__init__)
     params = {n: p for n, p in sig.parameters.items() if n != "self"}
     takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    missing = [a for a in ("input_dim", "output_dim", "task") if a not in params]
+    if missing and not takes_kwargs:
+        return [(
+            "model._target_",
+            f"{attr}'s constructor must take input_dim, output_dim and task (set from the "
+            f"data); it lacks {missing}",
+        )]  # fmt: skip
     hints: dict[str, Any] = {}
     try:
         hints = inspect.get_annotations(cls.__init__, eval_str=True)

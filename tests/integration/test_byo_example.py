@@ -1,0 +1,80 @@
+"""examples/byo_model: a LightningModule raylight does not know is validated, trained,
+registered and served through the example's README commands (in-process here)."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import requests
+from conftest import BYO_EXAMPLE
+from typer.testing import CliRunner
+
+from raylight import bundle as bundle_io
+from raylight.cli import app
+from raylight.config import load_serve_config, load_train_config
+from raylight.serve import deploy as sd
+from raylight.train import run_training
+
+pytestmark = pytest.mark.integration
+
+SEARCH = f"hydra.searchpath=[file://{BYO_EXAMPLE / 'conf'}]"
+ROWS = [
+    {"island": "Biscoe", "bill_length_mm": 45.2, "bill_depth_mm": 14.8, "flipper_length_mm": 212.0,
+     "body_mass_g": 5200.0, "sex": "female"},
+    {"island": "Dream", "bill_length_mm": 39.5, "bill_depth_mm": 17.8, "flipper_length_mm": 188.0,
+     "body_mass_g": 3300.0, "sex": "female"},
+    {"island": "Dream", "bill_length_mm": 49.0, "bill_depth_mm": 19.5, "flipper_length_mm": 210.0,
+     "body_mass_g": 3950.0, "sex": "male"},
+]  # fmt: skip
+
+
+def test_the_example_model_trains_registers_and_serves(ray_session: Any, outdir: Path) -> None:
+    if str(BYO_EXAMPLE) not in sys.path:
+        sys.path.insert(0, str(BYO_EXAMPLE))  # the driver imports it too (PYTHONPATH for users)
+    runner = CliRunner()
+    ok = runner.invoke(app, ["validate", "data=penguins", SEARCH, "model=residual"])
+    assert ok.exit_code == 0, ok.output
+    bad = runner.invoke(app, ["validate", "data=penguins", SEARCH, "model=residual",
+                              "+model.widht=3", "model.blocks=two", "+model.input_dim=5"])  # fmt: skip
+    assert bad.exit_code == 2
+    for key in ("model.widht", "model.blocks", "model.input_dim"):
+        assert key in bad.output, bad.output
+
+    res = run_training(load_train_config([
+        "data=penguins", f"output_dir={outdir}", "cluster.auth_mode=disabled", SEARCH,
+        "model=residual", "model.blocks=3", "scaling=single", "trainer.max_epochs=4",
+        "register=penguins-residual",
+    ]))  # fmt: skip
+    assert res.registered and res.registered["version"] == "1"
+    metrics = pd.read_csv(Path(res.run_dir) / "logs" / "metrics.csv")
+    losses = metrics["train_loss"].dropna().tolist()
+    assert losses[-1] < losses[0], losses
+    assert res.test_metrics["accuracy"] > 0.8
+    b = bundle_io.load(res.bundle_path)
+    assert b.manifest["model"]["target"] == "my_models.ResidualMLP"
+    assert b.manifest["model"]["init_args"]["blocks"] == 3
+    expected = b.predict(pd.DataFrame(ROWS))
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = load_serve_config(["model=models:/penguins-residual", f"output_dir={outdir}",
+                             f"port={port}", "name=byo", "cluster.auth_mode=disabled",
+                             "num_cpus=0.5"])  # fmt: skip
+    url = sd.deploy(cfg).url
+    try:
+        r = requests.post(url + "/predict", json=ROWS, timeout=10)
+        assert r.status_code == 200, r.text
+        got = r.json()
+        assert [p["prediction"] for p in got["predictions"]] == list(expected["prediction"])
+        assert got["model"]["name"] == "penguins-residual"
+        bad_row = requests.post(url + "/predict", json={**ROWS[0], "island": "Atlantis"},
+                                timeout=10)  # fmt: skip
+        assert bad_row.status_code == 422 and "island" in bad_row.text
+    finally:
+        sd.shutdown("byo")
