@@ -191,6 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-batch-size", type=int, default=32)
     p.add_argument("--wait-timeout-s", type=float, default=0.0)
     p.add_argument("--quick", action="store_true", help="3 s per point: a smoke run")
+    p.add_argument(
+        "--monitor-off-too",
+        action="store_true",
+        help="also measure raylight with drift.enabled=false (no monitor): the monitor's cost",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.duration, args.warmup = 3.0, 1.0
@@ -207,6 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     bundle = args.bundle or train_bundle(workdir)
     Path(rows_file).write_text(json.dumps(sample_rows(bundle)))
     results: dict[str, list[dict[str, Any]]] = {"plain": [], "raylight": []}
+    variants = [("raylight", [])]
+    if args.monitor_off_too:
+        variants.append(("raylight_no_monitor", ["drift.enabled=false"]))
+        results["raylight_no_monitor"] = []
 
     # (b) raylight serve, on the embedded Ray started above
     from ray import serve
@@ -214,19 +223,21 @@ def main(argv: list[str] | None = None) -> int:
     from raylight.serve import deploy as sd
 
     port = _free_port()
-    cfg = load_serve_config([
-        f"bundle={bundle}", f"port={port}", "cluster.auth_mode=disabled",
-        f"batch.max_batch_size={args.max_batch_size}", f"batch.wait_timeout_s={args.wait_timeout_s}",
-        "max_ongoing_requests=256", "max_queued_requests=-1",
-    ])  # fmt: skip
-    url = sd.deploy(cfg).url + "/predict"
-    for c in args.concurrency:
-        r = run_load(url, c, args.duration, args.warmup, rows_file)
-        print(
-            f"raylight c={c}: {r['rps']:.0f} req/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, errors {r['errors']}",
-            flush=True,
-        )
-        results["raylight"].append(r)
+    for variant, extra in variants:
+        cfg = load_serve_config([
+            f"bundle={bundle}", f"port={port}", "cluster.auth_mode=disabled",
+            f"batch.max_batch_size={args.max_batch_size}", f"batch.wait_timeout_s={args.wait_timeout_s}",
+            "max_ongoing_requests=256", "max_queued_requests=-1", *extra,
+        ])  # fmt: skip
+        url = sd.deploy(cfg).url + "/predict"
+        for c in args.concurrency:
+            r = run_load(url, c, args.duration, args.warmup, rows_file)
+            print(
+                f"{variant} c={c}: {r['rps']:.0f} req/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, errors {r['errors']}",
+                flush=True,
+            )
+            results[variant].append(r)
+        sd.shutdown(cfg.name)  # the next variant deploys from scratch on the same port
     serve.shutdown()
     ray.shutdown()
 
@@ -267,6 +278,13 @@ def main(argv: list[str] | None = None) -> int:
                       f"{r['p99_ms']:.1f}", str(r["errors"]),
                       f"{ratios[a['concurrency']]:.2f}" if name.startswith("(b)") else "")  # fmt: skip
     Console(width=120).print(t)
+    monitor_ratio = {}
+    for on, off in zip(results["raylight"], results.get("raylight_no_monitor", []), strict=False):
+        monitor_ratio[on["concurrency"]] = on["rps"] / off["rps"] if off["rps"] else None
+        print(
+            f"monitor on/off c={on['concurrency']}: {on['rps']:.0f} / {off['rps']:.0f} req/s "
+            f"= {monitor_ratio[on['concurrency']]:.2f}; p99 {on['p99_ms']:.1f} / {off['p99_ms']:.1f} ms"
+        )
     top = max(args.concurrency)
     a = next(r for r in results["plain"] if r["concurrency"] == top)
     b = next(r for r in results["raylight"] if r["concurrency"] == top)
@@ -282,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
             "machine": info,
             "results": results,
             "ratios_rps": ratios,
+            # raylight with drift monitoring (default) / without, same run: the monitor's cost
+            "monitor_on_off_rps": monitor_ratio,
             "results_md_row": {
                 "claim": claim,
                 "baseline": f"{a['rps']:.0f} req/s, p50 {a['p50_ms']:.1f} ms, p99 {a['p99_ms']:.1f} ms",
