@@ -3,7 +3,6 @@ registered and served through the example's README commands (in-process here).""
 
 from __future__ import annotations
 
-import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ import pandas as pd
 import pytest
 import requests
 from conftest import BYO_EXAMPLE
+from helpers.serving import PENGUIN_ROWS, free_port
 from typer.testing import CliRunner
 
 from raylight import bundle as bundle_io
@@ -22,15 +22,8 @@ from raylight.train import run_training
 
 pytestmark = pytest.mark.integration
 
+ROWS = PENGUIN_ROWS[:3]
 SEARCH = f"hydra.searchpath=[file://{BYO_EXAMPLE / 'conf'}]"
-ROWS = [
-    {"island": "Biscoe", "bill_length_mm": 45.2, "bill_depth_mm": 14.8, "flipper_length_mm": 212.0,
-     "body_mass_g": 5200.0, "sex": "female"},
-    {"island": "Dream", "bill_length_mm": 39.5, "bill_depth_mm": 17.8, "flipper_length_mm": 188.0,
-     "body_mass_g": 3300.0, "sex": "female"},
-    {"island": "Dream", "bill_length_mm": 49.0, "bill_depth_mm": 19.5, "flipper_length_mm": 210.0,
-     "body_mass_g": 3950.0, "sex": "male"},
-]  # fmt: skip
 
 
 def test_the_example_model_trains_registers_and_serves(ray_session: Any, outdir: Path) -> None:
@@ -60,9 +53,7 @@ def test_the_example_model_trains_registers_and_serves(ray_session: Any, outdir:
     assert b.manifest["model"]["init_args"]["blocks"] == 3
     expected = b.predict(pd.DataFrame(ROWS))
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     cfg = load_serve_config(["model=models:/penguins-residual", f"output_dir={outdir}",
                              f"port={port}", "name=byo", "cluster.auth_mode=disabled",
                              "num_cpus=0.5"])  # fmt: skip

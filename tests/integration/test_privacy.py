@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import requests
+from helpers.serving import free_port
 
 from raylight import bundle as bundle_io
 from raylight.config import load_evaluate_config, load_serve_config, load_train_config
@@ -93,7 +93,7 @@ def test_a_pii_column_never_reaches_a_file_raylight_writes(
     assert ev.report["privacy"]["pii_columns"] == ["email"]
     assert "email" in Path(ev.report_path).read_text()  # the report says it was treated...
 
-    port = _free_port()
+    port = free_port()
     logs = tmp_path / "reqlog"
     scfg = load_serve_config([
         f"bundle={res.bundle_path}", f"port={port}", "cluster.auth_mode=disabled",
@@ -125,9 +125,3 @@ def test_a_pii_column_never_reaches_a_file_raylight_writes(
     assert leaks == [], leaks
     # ...and the check can fail: the source itself is full of them.
     assert _leaks(tmp_path) == [src.name]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

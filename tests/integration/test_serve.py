@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ import pandas as pd
 import pytest
 import requests
 import torch
+from helpers.serving import PENGUIN_ROWS, free_port
 
 from raylight import bundle as bundle_io
 from raylight.config import (
@@ -33,23 +33,7 @@ from raylight.config import (
 from raylight.serve import deploy as sd
 
 pytestmark = pytest.mark.integration
-
-ROWS = [
-    {"island": "Biscoe", "bill_length_mm": 45.2, "bill_depth_mm": 14.8, "flipper_length_mm": 212.0,
-     "body_mass_g": 5200.0, "sex": "female"},
-    {"island": "Dream", "bill_length_mm": 39.5, "bill_depth_mm": 17.8, "flipper_length_mm": 188.0,
-     "body_mass_g": 3300.0, "sex": "female"},
-    {"island": "Dream", "bill_length_mm": 49.0, "bill_depth_mm": 19.5, "flipper_length_mm": 210.0,
-     "body_mass_g": 3950.0, "sex": "male"},
-    {"island": "Torgersen", "bill_length_mm": 38.9, "bill_depth_mm": 17.8, "flipper_length_mm": 181.0,
-     "body_mass_g": 3625.0, "sex": None},
-]  # fmt: skip
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+ROWS = PENGUIN_ROWS
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +61,7 @@ def serve_port(ray_session: Any) -> Any:
     """One Serve instance (HTTP on 127.0.0.1:<free port>) for the module; torn down after."""
     from ray import serve
 
-    port = _free_port()
+    port = free_port()
     yield port
     serve.shutdown()
 
@@ -423,7 +407,7 @@ def _raylight(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
 
 def test_cli_foreground_serve_status_and_shutdown(bundles: dict[str, str], tmp_path: Path) -> None:
     """`raylight serve` as a user runs it: its own embedded Ray, then status and shutdown."""
-    port = _free_port()
+    port = free_port()
     common = [f"output_dir={tmp_path}", "name=cli", "cluster.auth_mode=disabled"]
     log = (tmp_path / "server.log").open("w")
     server = subprocess.Popen(
@@ -468,7 +452,7 @@ def test_a_broken_bundle_stops_start_up_with_a_clear_error(
     shutil.copytree(bundles["v1"], bad)
     (bad / "weights.safetensors").write_bytes(b"not weights")
     t0 = time.monotonic()
-    r = _raylight("serve", f"bundle={bad}", f"port={_free_port()}", "cluster.auth_mode=disabled")
+    r = _raylight("serve", f"bundle={bad}", f"port={free_port()}", "cluster.auth_mode=disabled")
     assert r.returncode == 2
     assert "checksum mismatch" in r.stderr
     assert time.monotonic() - t0 < 30  # refused before any Ray work

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import gzip
 import importlib.metadata
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
+from helpers.serving import free_port
 
 from raylight import bundle as bundle_io
 from raylight.config import (
@@ -40,12 +40,6 @@ def _digits(n: int) -> tuple[np.ndarray, list[str]]:
     with gzip.open(str(path), "rt") as f:
         data = np.loadtxt(f, delimiter=",", max_rows=n)
     return data[:, :64], [str(int(y)) for y in data[:, 64]]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_digits_cnn_trains_predicts_serves_and_evaluates(ray_session: Any, tmp_path: Path) -> None:
@@ -75,7 +69,7 @@ def test_digits_cnn_trains_predicts_serves_and_evaluates(ray_session: Any, tmp_p
     assert batch["error"].isna().all()
     assert (batch["prediction"] == pd.Series(labels)).mean() > 0.8
 
-    cfg = load_serve_config([f"bundle={res.bundle_path}", f"port={_free_port()}", "name=vision",
+    cfg = load_serve_config([f"bundle={res.bundle_path}", f"port={free_port()}", "name=vision",
                              "cluster.auth_mode=disabled", "num_cpus=0.5"])  # fmt: skip
     url = sd.deploy(cfg).url
     try:
