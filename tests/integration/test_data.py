@@ -93,6 +93,18 @@ def test_adult_builtin_reads_all_rows(ray_session, tmp_path: Path) -> None:
     assert 0.05 < data.reference["categorical"]["workclass"]["__missing__"] < 0.07
 
 
+def test_mnist_builtin_packs_pixels_into_one_image_column(ray_session, tmp_path: Path) -> None:
+    cfg = load_train_config(["experiment=mnist_cnn"])
+    data = prepare(cfg.data, cfg.seed, quarantine_dir=str(tmp_path / "q"))
+    assert data.summary.rows == 5000 and data.summary.bad == 0
+    assert data.preprocessor.images["image"]["shape"] == [1, 28, 28]
+    assert data.preprocessor.classes == [str(i) for i in range(10)]
+    # pixel bytes up to 255 (not UTF-8) split and standardise: mean of MNIST pixels ≈ 33
+    assert 25 < data.preprocessor.images["image"]["mean"] < 40
+    batch = data.train.take_batch(8)
+    assert batch["features"].shape == (8, 784)
+
+
 def test_cli_train_stops_on_bad_rows_with_exit_1(ray_session, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

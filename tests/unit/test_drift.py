@@ -93,3 +93,20 @@ def test_the_predicted_class_is_judged_against_the_training_label_shares() -> No
     rep = w.report()
     assert PREDICTION in rep["drifted"] and rep["features"][PREDICTION]["psi"] > 1.0
     assert PREDICTION not in DriftWindow(_reference(rng)).report()["features"]  # no target ref
+
+
+def test_monitor_cli_reports_an_unreachable_endpoint_clearly() -> None:
+    import socket
+
+    from typer.testing import CliRunner
+
+    from raylight.cli import app
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    res = CliRunner().invoke(app, ["monitor", "--url", f"http://127.0.0.1:{port}"])
+    assert res.exit_code == 1
+    assert "cannot reach" in res.output
+    res = CliRunner().invoke(app, ["monitor", "--api-key-env", "RAYLIGHT_NO_SUCH_VAR"])
+    assert res.exit_code == 2 and "RAYLIGHT_NO_SUCH_VAR" in res.output

@@ -122,3 +122,13 @@ def test_fast_encode_of_images_equals_the_bundle_encode_and_the_cnn_predicts(
 def test_cnn_refuses_a_shape_that_is_not_its_input() -> None:
     with pytest.raises(ValueError, match="exactly one image column"):
         ImageCNN(input_dim=70, output_dim=10, image_shape=[1, 8, 8])
+
+
+def test_binary_split_keys_hash_without_decoding_as_text() -> None:
+    from raylight.data.contract import assign_split
+
+    raw = [bytes([255, 0, i]) * 3 for i in range(200)]  # not UTF-8
+    a = assign_split(pd.DataFrame({"image": raw}), (0.7, 0.15, 0.15), seed=3)
+    b = assign_split(pd.DataFrame({"image": list(reversed(raw))}), (0.7, 0.15, 0.15), seed=3)
+    assert np.array_equal(a, b[::-1])  # a row's split depends on its bytes only
+    assert set(a) == {0, 1, 2}

@@ -230,9 +230,14 @@ def _na(v: Any) -> bool:
 
 
 def _bytes_as_hex(col: pd.Series) -> pd.Series:
-    # Binary values (images) are not text: hash their hex form, not a UTF-8 decoding.
-    if col.dtype != object and "binary" not in str(col.dtype):
-        return col
+    # Binary values (images) are not text: hash their hex form, not a UTF-8 decoding. A column
+    # holds one type (Arrow), so its first value decides; text columns pay nothing per value.
+    if "binary" not in str(col.dtype):
+        if col.dtype != object:
+            return col
+        first = col.dropna().head(1).tolist()
+        if not first or not isinstance(first[0], bytes | bytearray | memoryview):
+            return col
     return col.astype(object).map(
         lambda v: bytes(v).hex() if isinstance(v, bytes | bytearray | memoryview) else v
     )
