@@ -238,8 +238,14 @@ def load(path: str) -> Bundle:
         raise BundleError("bundle.json 'model' must hold 'target' and 'init_args'")
     model = build_model(spec["target"], spec["init_args"])
     try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
+        # A model that bundles only part of its weights (LoRA adapters over a referenced base)
+        # loads them itself and checks that the part is complete.
+        loader = getattr(model, "load_bundle_state_dict", None)
+        if callable(loader):
+            loader(state)
+        else:
+            model.load_state_dict(state, strict=True)
+    except (RuntimeError, ValueError) as exc:
         raise BundleError(f"weights do not fit {spec['target']}: {exc}") from exc
     model.eval()
     return Bundle(path=path, manifest=manifest, model=model, preprocessor=pre)

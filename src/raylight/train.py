@@ -140,10 +140,7 @@ def _report_callback(session: Any, run_name: str) -> Any:
             trainer.save_checkpoint(os.path.join(tmp, CKPT_NAME), weights_only=False)
             ckpt_dir = None
             if session.rank == 0:
-                state = {
-                    k: v.detach().cpu().contiguous() for k, v in pl_module.state_dict().items()
-                }
-                save_file(state, os.path.join(tmp, WEIGHTS_NAME))
+                save_file(bundle_state(pl_module), os.path.join(tmp, WEIGHTS_NAME))
                 with open(os.path.join(tmp, "metrics.json"), "w") as f:
                     json.dump(metrics, f)
                 ckpt_dir = tmp
@@ -154,6 +151,15 @@ def _report_callback(session: Any, run_name: str) -> Any:
             shutil.rmtree(self.tmp_root, ignore_errors=True)
 
     return ReportCheckpointCallback()
+
+
+def bundle_state(module: Any) -> dict[str, Any]:
+    """The tensors that go into the bundle: ``module.bundle_state_dict()`` where the model
+    defines it (e.g. LoRA: only the adapters and the head, the base is referenced), else the
+    whole ``state_dict()``; detached, on the CPU, contiguous (what safetensors needs)."""
+    fn = getattr(module, "bundle_state_dict", None)
+    state = fn() if callable(fn) else module.state_dict()
+    return {k: v.detach().cpu().contiguous() for k, v in state.items()}
 
 
 def _instantiate(spec: dict[str, Any]) -> Any:
