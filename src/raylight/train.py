@@ -111,20 +111,32 @@ def _torch_batches(ds: Any, config: dict[str, Any], shuffle: bool = False) -> An
     return _TorchBatches(ds, config, shuffle)
 
 
-def _report_callback(session: Any, run_name: str) -> Any:
-    """Built lazily: Lightning must not be imported at raylight import time."""
+def _report_callback(session: Any, run_name: str, plain_model: Any) -> Any:
+    """Built lazily: Lightning must not be imported at raylight import time.
+
+    Args:
+        session: Where reports go (:class:`TrainSession` or ``tune.TuneSession``).
+        run_name: Names the local temp dirs.
+        plain_model: Builds a fresh, unwrapped model (for a partial bundle under FSDP).
+    """
     import lightning.pytorch as pl
 
     class ReportCheckpointCallback(pl.Callback):
         """Report epoch metrics; rank 0 attaches the checkpoint.
 
         Unlike Ray's stock callback, only rank 0 writes and uploads a checkpoint (all ranks
-        hold the same DDP weights), the weights also go out as safetensors for the bundle,
-        and the local temp dir is unique per run and rank (Lightning ``rmtree``s reused ones).
+        hold the same DDP weights; FSDP gathers them to rank 0), the weights also go out as
+        safetensors for the bundle, and the local temp dir is unique per run and rank
+        (Lightning ``rmtree``s reused ones).
         """
 
         def __init__(self) -> None:
             self.tmp_root = tempfile.mkdtemp(prefix=f"raylight-{run_name}-rank{session.rank}-")
+            self.model_params = 0.0
+
+        def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+            # Counted before the strategy wraps the model: FSDP leaves each rank a shard only.
+            self.model_params = float(sum(p.numel() for p in pl_module.parameters()))
 
         def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
             from safetensors.torch import save_file
@@ -133,14 +145,16 @@ def _report_callback(session: Any, run_name: str) -> Any:
             metrics["epoch"] = trainer.current_epoch
             metrics["step"] = trainer.global_step
             # Model size: a cheap second objective for multi-objective sweeps.
-            metrics["model_params"] = float(sum(p.numel() for p in pl_module.parameters()))
+            metrics["model_params"] = self.model_params
             tmp = os.path.join(self.tmp_root, f"epoch_{trainer.current_epoch}")
             os.makedirs(tmp, exist_ok=True)
-            # A collective under DDP: every rank calls it, rank 0 writes.
+            # Collectives under DDP/FSDP: every rank calls them, rank 0 writes.
             trainer.save_checkpoint(os.path.join(tmp, CKPT_NAME), weights_only=False)
+            weights = _rank0_bundle_state(trainer, pl_module, plain_model)
             ckpt_dir = None
             if session.rank == 0:
-                save_file(bundle_state(pl_module), os.path.join(tmp, WEIGHTS_NAME))
+                assert weights is not None
+                save_file(weights, os.path.join(tmp, WEIGHTS_NAME))
                 with open(os.path.join(tmp, "metrics.json"), "w") as f:
                     json.dump(metrics, f)
                 ckpt_dir = tmp
@@ -159,7 +173,39 @@ def bundle_state(module: Any) -> dict[str, Any]:
     whole ``state_dict()``; detached, on the CPU, contiguous (what safetensors needs)."""
     fn = getattr(module, "bundle_state_dict", None)
     state = fn() if callable(fn) else module.state_dict()
+    return _plain_tensors(state)
+
+
+def _plain_tensors(state: dict[str, Any]) -> dict[str, Any]:
     return {k: v.detach().cpu().contiguous() for k, v in state.items()}
+
+
+def _is_sharded(strategy: Any) -> bool:
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    return isinstance(strategy, FSDPStrategy)
+
+
+def _rank0_bundle_state(
+    trainer: pl.Trainer, pl_module: pl.LightningModule, plain_model: Any
+) -> dict[str, Any] | None:
+    """The bundle's tensors on rank 0 (None on the other ranks), whatever the strategy.
+
+    Under FSDP each rank holds a shard, so ``pl_module.state_dict()`` is not the model: every
+    rank takes part in gathering the full state dict (a collective), which arrives on rank 0
+    only, on the CPU, keyed like the unwrapped model. A model with ``bundle_state_dict()`` picks
+    its part from a plain copy holding those weights (strictly loaded: the keys must match).
+    """
+    if not _is_sharded(trainer.strategy):
+        return bundle_state(pl_module) if trainer.global_rank == 0 else None
+    full = trainer.strategy.lightning_module_state_dict()
+    if trainer.global_rank != 0:
+        return None
+    if not callable(getattr(pl_module, "bundle_state_dict", None)):
+        return _plain_tensors(full)
+    model = plain_model()
+    model.load_state_dict(full, strict=True)
+    return bundle_state(model)
 
 
 def _instantiate(spec: dict[str, Any]) -> Any:
@@ -168,9 +214,56 @@ def _instantiate(spec: dict[str, Any]) -> Any:
     return instantiate(spec, _convert_="all")
 
 
-def _lightning_trainer(
-    config: dict[str, Any], callbacks: list[Any], distributed: bool
-) -> pl.Trainer:
+def _parallel_strategy(t: dict[str, Any], world_size: int) -> str | None:
+    """Which Ray strategy wraps the model: ``"ddp"``, ``"fsdp"``, or None (one plain process).
+
+    ``auto`` is DDP with several workers; one worker needs no wrapper (its per-step hooks and
+    gloo setup are pure overhead). An in-process sweep trial has no process group to shard
+    over or reduce in, so it runs plain whatever the config asks (with a warning).
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        if t["strategy"] in ("ddp", "fsdp"):
+            import warnings
+
+            warnings.warn(
+                f"trainer.strategy={t['strategy']} ignored: this one-worker process has no "
+                "process group (an in-process sweep trial); it trains as a plain process",
+                stacklevel=2,
+            )
+        return None
+    if t["strategy"] == "auto":
+        return "ddp" if world_size > 1 else None
+    return str(t["strategy"])
+
+
+def _fsdp_strategy(f: dict[str, Any]) -> Any:
+    """Ray's FSDP strategy from ``trainer.fsdp``.
+
+    ``state_dict_type="full"`` keeps a checkpoint one file with the plain model's keys (what
+    resume, the bundle and a later DDP run read). Lightning refuses its own ``FSDPStrategy`` on
+    CPU (a check on that exact class); torch's FSDP runs on CPU with gloo, and Ray's subclass
+    puts each rank on Ray's device, so CPU workers (tests, small clusters) shard too.
+    """
+    from functools import partial
+
+    from ray.train.lightning import RayFSDPStrategy
+    from torch.distributed.fsdp import CPUOffload
+    from torch.distributed.fsdp.wrap import size_based_auto_wrap_policy
+
+    policy = None
+    if f["min_params_to_wrap"]:
+        policy = partial(size_based_auto_wrap_policy, min_num_params=f["min_params_to_wrap"])
+    return RayFSDPStrategy(
+        sharding_strategy=f["sharding_strategy"],
+        cpu_offload=CPUOffload(offload_params=True) if f["cpu_offload"] else None,
+        auto_wrap_policy=policy,
+        state_dict_type="full",
+    )
+
+
+def _lightning_trainer(config: dict[str, Any], callbacks: list[Any], world_size: int) -> pl.Trainer:
     import lightning.pytorch as pl
     from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment, prepare_trainer
 
@@ -180,15 +273,21 @@ def _lightning_trainer(
         from lightning.pytorch.loggers import CSVLogger
 
         loggers.append(CSVLogger(config["_run"]["logs_dir"], name="", version=""))
+    parallel = _parallel_strategy(t, world_size)
+    strategy: Any = "auto"
+    if parallel == "ddp":
+        strategy = RayDDPStrategy()
+    elif parallel == "fsdp":
+        strategy = _fsdp_strategy(t["fsdp"])
     trainer = pl.Trainer(
         max_epochs=t["max_epochs"],
         accelerator="auto",
         devices="auto",
-        # One worker needs no DDP wrapper: its per-step hooks and gloo setup are pure overhead.
-        strategy=RayDDPStrategy() if distributed else "auto",
-        plugins=[RayLightningEnvironment()] if distributed else None,
+        strategy=strategy,
+        plugins=[RayLightningEnvironment()] if parallel else None,
         precision=t["precision"],
         gradient_clip_val=t["gradient_clip_val"],
+        gradient_clip_algorithm=t["gradient_clip_algorithm"],
         accumulate_grad_batches=t["accumulate_grad_batches"],
         limit_train_batches=t["limit_train_batches"],
         limit_val_batches=t["limit_val_batches"],
@@ -201,7 +300,21 @@ def _lightning_trainer(
         num_sanity_val_steps=0,
         log_every_n_steps=10,
     )
-    return prepare_trainer(trainer) if distributed else trainer
+    return prepare_trainer(trainer) if parallel else trainer
+
+
+def _maybe_compile(model: pl.LightningModule, t: dict[str, Any]) -> Any:
+    """``torch.compile`` the model when ``trainer.compile`` is set.
+
+    Lightning unwraps the compiled module in ``fit`` and compiles the original's steps in
+    place, so callbacks, checkpoints and the bundle see the plain module: its ``state_dict``
+    keys carry no ``_orig_mod.`` prefix and load into an uncompiled model for serving.
+    """
+    if not t["compile"]:
+        return model
+    import torch
+
+    return torch.compile(model, mode=t["compile_mode"])
 
 
 def fit_lightning(config: dict[str, Any], session: Any) -> None:
@@ -217,9 +330,14 @@ def fit_lightning(config: dict[str, Any], session: Any) -> None:
     run = config["_run"]
     model = bundle_io.build_model(run["model_target"], run["model_args"])
     train_loader, val_loader = session.loaders(config)
-    callbacks = [_report_callback(session, run["name"])]
+
+    def plain_model() -> Any:
+        return bundle_io.build_model(run["model_target"], run["model_args"])
+
+    callbacks = [_report_callback(session, run["name"], plain_model)]
     callbacks += [_instantiate(cb) for cb in config["trainer"]["callbacks"]]
-    trainer = _lightning_trainer(config, callbacks, distributed=session.world_size > 1)
+    trainer = _lightning_trainer(config, callbacks, world_size=session.world_size)
+    fit_model = _maybe_compile(model, config["trainer"])
 
     # A checkpoint from this run (worker-failure retry, `resume=` of the same run, a restored
     # Tune trial) wins; otherwise an explicit checkpoint directory from another run.
@@ -227,7 +345,7 @@ def fit_lightning(config: dict[str, Any], session: Any) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             trainer.fit(
-                model,
+                fit_model,
                 train_loader,
                 val_loader,
                 ckpt_path=os.path.join(d, CKPT_NAME),
@@ -235,10 +353,14 @@ def fit_lightning(config: dict[str, Any], session: Any) -> None:
             )
     elif run.get("init_checkpoint"):
         trainer.fit(
-            model, train_loader, val_loader, ckpt_path=run["init_checkpoint"], weights_only=True
+            fit_model,
+            train_loader,
+            val_loader,
+            ckpt_path=run["init_checkpoint"],
+            weights_only=True,
         )
     else:
-        trainer.fit(model, train_loader, val_loader)
+        trainer.fit(fit_model, train_loader, val_loader)
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -622,8 +744,17 @@ def model_args_for(cfg: TrainConfig, pre: Any) -> dict[str, Any]:
     """The model's constructor arguments: config values plus sizes injected from the data."""
     args = {k: v for k, v in cfg.model.items() if k not in ("_target_", "name")}
     args.update(input_dim=pre.num_features, output_dim=pre.num_outputs, task=pre.task)
-    if pre.images and "image_shape" in _injected(cfg.model["_target_"]):
+    injected = _injected(cfg.model["_target_"])
+    if pre.images and "image_shape" in injected:
         args["image_shape"] = next(iter(pre.images.values()))["shape"]
+    if pre.texts and "text_length" in injected:
+        spec = next(iter(pre.texts.values()))
+        args.update(
+            text_length=spec["max_length"],
+            text_base=spec["base"],
+            base_sha256=spec["weights_sha256"],
+            pad_id=spec["pad_id"],
+        )
     return args
 
 

@@ -53,6 +53,8 @@ def check_column(
     issues: list[tuple[np.ndarray, str | pd.Series]] = []
     if dtype == "image":
         return _check_image(name, raw_values, rule, issues)
+    if dtype == "text":
+        return _check_text(name, raw_values, rule, issues)
     if not rule.get("nullable", False) and missing.any():
         issues.append((missing, f"{name}: missing value not allowed"))
     present = ~missing
@@ -120,6 +122,34 @@ def _check_image(
             out[i] = parse_image(v, rule).tobytes()
         except ValueError as exc:
             out[i], bad[i], reasons[i] = blank, True, f"{name}: {exc}"
+    if bad.any():
+        issues.append((bad, pd.Series(reasons, index=values.index)))
+    return pd.Series(out, index=values.index), issues
+
+
+def _check_text(
+    name: str, values: pd.Series, rule: dict[str, Any], issues: list
+) -> tuple[pd.Series, list]:
+    """Text: UTF-8, non-empty after stripping, at most ``max_chars``; bad rows hold ""."""
+    from raylight.data.text import check_text
+
+    nullable = bool(rule.get("nullable"))
+    out = np.empty(len(values), dtype=object)
+    reasons = np.empty(len(values), dtype=object)
+    bad = np.zeros(len(values), dtype=bool)
+    for i, v in enumerate(values.to_numpy(dtype=object)):
+        if v is None or _na(v) or (isinstance(v, str) and not v.strip()):
+            # A missing text of a nullable column is an empty one: the tokenizer gives [CLS][SEP].
+            out[i] = ""
+            if not nullable:
+                blank = isinstance(v, str)
+                bad[i] = True
+                reasons[i] = f"{name}: " + ("empty text" if blank else "missing value not allowed")
+            continue
+        text, reason = check_text(v, rule.get("max_chars"))
+        out[i] = text if text is not None else ""
+        if reason is not None:
+            bad[i], reasons[i] = True, f"{name}: {reason}"
     if bad.any():
         issues.append((bad, pd.Series(reasons, index=values.index)))
     return pd.Series(out, index=values.index), issues

@@ -147,7 +147,9 @@ def prepare(data: DataConfig, seed: int, quarantine_dir: str) -> PreparedData:
     features = data.feature_columns()
     numeric = [c for c in features if rules[c]["dtype"] in ("int", "float", "bool")]
     images = [c for c in features if rules[c]["dtype"] == "image"]
-    categorical = [c for c in features if c not in numeric and c not in images]
+    # Text columns need no statistics: the pretrained base's tokenizer is their whole transform.
+    texts = [c for c in features if rules[c]["dtype"] == "text"]
+    categorical = [c for c in features if c not in numeric and c not in images + texts]
     parts = checked.map_batches(
         partial_stats,
         batch_format="pandas",
@@ -206,7 +208,15 @@ def prepare(data: DataConfig, seed: int, quarantine_dir: str) -> PreparedData:
                 f"the {name} split is empty ({stats['split_rows']} good rows per split); use more data or change data.split"
             )
 
-    pre = Preprocessor.fit(stats, rules, features, data.target, data.task, data.max_categories)
+    pre = Preprocessor.fit(
+        stats,
+        rules,
+        features,
+        data.target,
+        data.task,
+        data.max_categories,
+        text=data.text.model_dump() if texts else None,
+    )
     splits = {}
     for i, name in enumerate(SPLITS):
         ds = checked.map_batches(

@@ -167,6 +167,9 @@ class Preprocessor:
     feature_order: list[str] = field(default_factory=list)  # original feature columns, in order
     # col -> mean, std, shape [C, H, W] of an image column (pixels standardized, then flattened)
     images: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # col -> text spec (base, max_length, tokenizer/weights sha256, vocab_size, pad_id): the
+    # tokenizer's token ids, padded/truncated to max_length (see raylight.data.text)
+    texts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     # -- fit ---------------------------------------------------------------------------------
 
@@ -179,11 +182,23 @@ class Preprocessor:
         target: str,
         task: str,
         max_categories: int,
+        text: dict[str, Any] | None = None,
     ) -> Preprocessor:
+        """Fit from merged statistics.
+
+        Args:
+            text: ``data.text`` (base, max_length) when there are text features.
+        """
         pre = cls(target=target, task=task, feature_order=list(features))
         for c in features:
             rule = contract[c]
-            if rule["dtype"] == "image":
+            if rule["dtype"] == "text":
+                from raylight.data.text import text_spec
+
+                if text is None:
+                    raise ValueError(f"text column {c!r} needs text settings (data.text)")
+                pre.texts[c] = text_spec(text["base"], int(text["max_length"]))
+            elif rule["dtype"] == "image":
                 from raylight.data.images import image_geometry
 
                 n, s, ss, _ = stats["num"][c]
@@ -236,6 +251,8 @@ class Preprocessor:
                     names.append(f"{c}{MISSING}")
             elif c in self.images:
                 names += [f"{c}[{i}]" for i in range(math.prod(self.images[c]["shape"]))]
+            elif c in self.texts:
+                names += [f"{c}[token {i}]" for i in range(self.texts[c]["max_length"])]
             else:
                 names += [f"{c}={v}" for v in self.categorical[c]]
         return names
@@ -249,6 +266,8 @@ class Preprocessor:
                 out += [c] * (2 if self.numeric[c].get("nullable") else 1)
             elif c in self.images:
                 out += [c] * math.prod(self.images[c]["shape"])
+            elif c in self.texts:
+                out += [c] * self.texts[c]["max_length"]
             else:
                 out += [c] * len(self.categorical[c])
         return out
@@ -276,6 +295,11 @@ class Preprocessor:
                 blocks.append(z[:, None])
                 if st.get("nullable"):
                     blocks.append(miss.astype(np.float64)[:, None])
+            elif c in self.texts:
+                from raylight.data.text import tokenize
+
+                texts = ["" if _missing(v) else str(v) for v in df[c].to_numpy(dtype=object)]
+                blocks.append(tokenize(texts, self.texts[c]).astype(np.float32))
             elif c in self.images:
                 from raylight.data.images import matrix
 

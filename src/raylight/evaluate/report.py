@@ -148,6 +148,10 @@ def render(report: dict[str, Any], plots: dict[str, bytes]) -> str:
                 ["feature", "value", "attribution"],
                 [[k, e["row"].get(k), v] for k, v in e["attributions"].items()],
             ))  # fmt: skip
+            if e.get("tokens"):
+                parts.append(_table(
+                    ["token", "attribution"], [[t["token"], t["attribution"]] for t in e["tokens"]]
+                ))  # fmt: skip
     else:
         parts.append(
             "<p class='note'>Explanations were switched off (evaluate.explain.rows=0).</p>"

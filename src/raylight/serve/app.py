@@ -176,8 +176,13 @@ class ModelServer:
         self.image_rules = {
             f["name"]: f for f in input_schema["features"] if f.get("dtype") == "image"
         }
-        # Columns drift never looks at: pii (never leaves the replica) and images (no reference).
-        self.not_for_drift = self.pii_columns | set(self.image_rules)
+        # Columns drift never looks at: pii (never leaves the replica), images and texts (no
+        # reference distribution; the predicted class still is tracked).
+        self.not_for_drift = (
+            self.pii_columns
+            | set(self.image_rules)
+            | {f["name"] for f in input_schema["features"] if f.get("dtype") == "text"}
+        )
         self.treat_pii = pii_treatment(pii)
         self._pending: dict[str, dict[str, Any]] = {}
         self._flusher: asyncio.Task | None = None
@@ -439,6 +444,22 @@ def encode_validated(bundle: Any, records: list[dict[str, Any]]) -> tuple[Any, l
                     continue
                 x[i, j : j + size] = (px - st["mean"]) / st["std"]
             j += size
+            continue
+        if c in pre.texts:
+            from raylight.data.text import check_text, tokenize
+
+            texts = []
+            for i, r in enumerate(records):
+                raw = r.get(c)
+                text, reason = ("", None) if raw is None else check_text(raw, rule.get("max_chars"))
+                if raw is None and not rule.get("nullable"):
+                    reason = "missing value not allowed"
+                if reason is not None:
+                    errors[i] = errors[i] or f"{c}: {reason}"
+                texts.append(text or "")
+            width = pre.texts[c]["max_length"]
+            x[:, j : j + width] = tokenize(texts, pre.texts[c])
+            j += width
             continue
         if c in pre.numeric:
             st = pre.numeric[c]

@@ -50,6 +50,12 @@ def _field(col: dict[str, Any], reject_unknown_categories: bool) -> tuple[Any, A
     elif dtype == "image":
         # base64 PNG/JPEG, or pixel values flat / [H][W] / [C][H][W] (checked when encoded)
         annotation = str | list[float] | list[list[float]] | list[list[list[float]]]
+    elif dtype == "text":
+        annotation = str
+        # Blank text is refused here; invalid UTF-8 never gets this far (JSON decoding).
+        bounds = {"min_length": 1, "pattern": r"\S"}
+        if col.get("max_chars"):
+            bounds["max_length"] = int(col["max_chars"])
     elif dtype == "category":
         cats = col.get("categories") or []
         annotation = Literal[tuple(cats)] if cats and reject_unknown_categories else str
@@ -61,6 +67,10 @@ def _field(col: dict[str, Any], reject_unknown_categories: bool) -> tuple[Any, A
         description = (
             f"image {'x'.join(map(str, col['shape']))}: base64 PNG/JPEG, or pixel values in "
             f"[{col.get('min', 0)}, {col.get('max', 255)}] (flat or nested)"
+        )
+    if dtype == "text":
+        description = "text" + (
+            f" (at most {col['max_chars']} characters)" if col.get("max_chars") else ""
         )
     if col.get("nullable"):
         return Optional[annotation], Field(  # noqa: UP045 - annotation is a runtime value
