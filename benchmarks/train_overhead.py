@@ -56,7 +56,6 @@ NAME = "train_overhead"
 CLAIM = "train_overhead: raylight train 1 worker vs hand-written torch loop (samples/s)"
 GOAL = 0.95
 BASE_OVERRIDES = [
-    "experiment=adult_mlp",
     "scaling.num_workers=1",
     # No token file for a throwaway embedded cluster.
     "cluster.auth_mode=disabled",
@@ -91,11 +90,40 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*treespec.*")
 
 
-def model_args(cfg: TrainConfig, num_features: int, num_outputs: int, task: str) -> dict[str, Any]:
-    """The model's init arguments exactly as ``run_training`` builds them."""
-    args = {k: v for k, v in cfg.model.items() if k not in ("_target_", "name")}
-    args.update(input_dim=num_features, output_dim=num_outputs, task=task)
-    return args
+def autocast(precision: str, device: str) -> Any:
+    """The autocast context Lightning uses for ``trainer.precision`` (none for *-true)."""
+    import torch
+
+    if precision.startswith("bf16") and precision.endswith("mixed"):
+        return torch.autocast(device_type=device, dtype=torch.bfloat16)
+    if precision.startswith("16") and precision.endswith("mixed"):
+        return torch.autocast(device_type=device, dtype=torch.float16)
+    return torch.autocast(device_type=device, enabled=False)
+
+
+# Dense bf16/fp16 tensor-core peak (no sparsity), FLOP/s, by GPU name.
+GPU_PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
+
+
+def gpu_peak(name: str | None) -> float | None:
+    for key, peak in GPU_PEAK_BF16.items():
+        if name and key in name:
+            return peak
+    return None
+
+
+def train_flops_per_sample(model: Any, args: dict[str, Any]) -> float:
+    """Model FLOPs of one training sample (forward + backward), the usual MFU count:
+    6 x non-embedding parameters x tokens, plus attention's 12 x layers x L^2 x hidden
+    (Chowdhery et al. 2022, appendix B). Tabular models: 6 x parameters."""
+    encoder = getattr(model, "encoder", None)
+    if encoder is None or not hasattr(encoder, "embeddings"):
+        return 6.0 * sum(p.numel() for p in model.parameters())
+    length = int(args["text_length"])
+    emb = sum(p.numel() for p in encoder.embeddings.parameters())
+    dense = sum(p.numel() for p in model.parameters()) - emb
+    layers = len(encoder.encoder.layer)
+    return 6.0 * dense * length + 12.0 * layers * length**2 * encoder.hidden_size
 
 
 def materialize(ds: Any) -> tuple[Any, Any]:
@@ -138,7 +166,8 @@ def run_torch(
         for xb, yb in batches:
             log.start(len(yb))
             opt.zero_grad()
-            loss = F.cross_entropy(model(xb), yb)
+            with autocast(cfg.trainer.precision, dev.type):
+                loss = F.cross_entropy(model(xb), yb)
             loss.backward()
             opt.step()
             log.end(epoch)
@@ -176,6 +205,7 @@ def run_lightning(
     trainer = pl.Trainer(
         accelerator="gpu" if device == "cuda" else "cpu",
         devices=1,
+        precision=cfg.trainer.precision,
         max_epochs=epochs,
         logger=False,
         enable_checkpointing=False,
@@ -349,6 +379,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=[],
         help="extra Hydra override for every path, e.g. data.batch_size=4096 (repeatable)",
     )
+    p.add_argument(
+        "--experiment",
+        default="adult_mlp",
+        help="experiment config to train (adult_mlp; rt_minilm: the MiniLM fine-tune, with MFU)",
+    )
     p.add_argument("--out", default=None, help="results file stem (default train_overhead[_cuda])")
     args = p.parse_args(argv)
     args.repeats = args.repeats or (1 if args.quick else 3)
@@ -364,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from raylight import cluster
 
-    overrides = [*BASE_OVERRIDES, *args.override]
+    overrides = [f"experiment={args.experiment}", *BASE_OVERRIDES, *args.override]
     if args.device == "cuda":
         overrides.append("scaling.use_gpu=true")
     name = args.out or (NAME if args.device == "cpu" else f"{NAME}_cuda")
@@ -386,7 +421,9 @@ def main(argv: list[str] | None = None) -> int:
         data = prepare(base.data, base.seed, quarantine_dir=str(workdir / "quarantine"))
         x, y = materialize(data.train)
         pre = data.preprocessor
-        margs = model_args(base, pre.num_features, pre.num_outputs, pre.task)
+        from raylight.train import model_args_for
+
+        margs = model_args_for(base, pre)
         print(f"train split: {len(y):,} rows, {x.shape[1]} features, batch {base.data.batch_size}")
         default_threads = torch.get_num_threads()
         worker_threads = default_threads
@@ -425,6 +462,21 @@ def main(argv: list[str] | None = None) -> int:
 
     ratio = report["ratios"]["raylight"]["train_samples_per_s"]
     claim = CLAIM if args.device == "cpu" else CLAIM.replace("(samples/s)", "on 1 GPU (samples/s)")
+    if args.experiment != "adult_mlp":
+        claim = claim.replace("raylight train", f"raylight train experiment={args.experiment}")
+    # Model FLOPs utilisation (GPU): samples/s x training FLOPs per sample / the card's peak.
+    from raylight.bundle import build_model
+
+    flops = train_flops_per_sample(build_model(base.model["_target_"], margs), margs)
+    gpu_name = torch.cuda.get_device_name(0) if args.device == "cuda" else None
+    peak = gpu_peak(gpu_name)
+    mfu = {
+        p: (m["train_samples_per_s"] * flops / peak if peak and m["train_samples_per_s"] else None)
+        for p, m in report["medians"].items()
+    }
+    if peak:
+        shown = ", ".join(f"{p} {v:.1%}" for p, v in mfu.items() if v)
+        print(f"MFU (bf16 peak {peak / 1e12:.0f} TFLOP/s, {flops / 1e9:.2f} GFLOP/sample): {shown}")
     if args.override:
         claim += f" [{' '.join(args.override)}]"
     a = report["medians"][f"torch@{worker_threads}"]
@@ -447,15 +499,24 @@ def main(argv: list[str] | None = None) -> int:
             "train_rows": len(y),
             "num_features": int(x.shape[1]),
             "model": margs,
+            "experiment": args.experiment,
         },
         "machine": info,
         "threads": {"driver_default": default_threads, "raylight_worker": worker_threads},
         "raw": raw,
+        "train_flops_per_sample": flops,
+        "gpu_peak_flops": peak,
+        "mfu": mfu,
         **report,
         "results_md_row": {
             "claim": claim,
             "baseline": f"{a['train_samples_per_s']:,.0f} samples/s (torch loop, {worker_threads} thread(s))",
-            "raylight": f"{c['train_samples_per_s']:,.0f} samples/s (startup {c['startup_s']:.1f} s)",
+            "raylight": f"{c['train_samples_per_s']:,.0f} samples/s (startup {c['startup_s']:.1f} s)"
+            + (
+                f", MFU {mfu['raylight']:.1%} (loop {mfu[f'torch@{worker_threads}']:.1%})"
+                if mfu.get("raylight") and mfu.get(f"torch@{worker_threads}")
+                else ""
+            ),
             "ratio": f"{ratio:.2f}" + (" (quick run)" if args.quick else ""),
             "goal": f"≥ {GOAL}",
             "machine": machine_line(info)

@@ -191,8 +191,11 @@ class Bundle:
         """Run the model on encoded features: class ids + probabilities, or values."""
         import torch
 
+        x = np.asarray(features, dtype=np.float32)
+        if not x.flags.writeable:
+            x = x.copy()  # Arrow-backed batches are read-only; torch wants to own writable memory
         with torch.inference_mode():
-            out = self.model(torch.as_tensor(features, dtype=torch.float32))
+            out = self.model(torch.from_numpy(x))
         if self.task == "classification":
             proba = torch.softmax(out.float(), dim=-1).numpy()
             return {"class_id": proba.argmax(-1), "proba": proba}

@@ -138,6 +138,14 @@ class TextSettings(_Strict):
         64, ge=4, le=512, description="Tokens per text (longer texts are truncated)."
     )
 
+    @field_validator("base")
+    @classmethod
+    def _absolute_dir(cls, v: str) -> str:
+        # Ray workers do not share the driver's working directory: pin a relative directory.
+        from raylight.data.text import BASES
+
+        return v if v in BASES else str(Path(v).expanduser().absolute())
+
 
 class SplitConfig(_Strict):
     train: float = Field(0.7, gt=0, lt=1)

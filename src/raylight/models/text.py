@@ -298,9 +298,9 @@ class TextClassifier(TabularMLP):
         for name, p in self.encoder.named_parameters():
             p.requires_grad = finetune == "full" or (finetune == "lora" and "lora_" in name)
         # What the bundle must hold: everything trained (the base is referenced, not copied).
-        self._bundled = {
-            k for k, p in self.named_parameters() if p.requires_grad
-        } | {k for k, _ in self.named_buffers()}
+        self._bundled = {k for k, p in self.named_parameters() if p.requires_grad} | {
+            k for k, _ in self.named_buffers()
+        }
         if finetune == "full":
             self._bundled = set(self.state_dict())
 
