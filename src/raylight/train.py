@@ -238,31 +238,6 @@ def _parallel_strategy(t: dict[str, Any], world_size: int) -> str | None:
     return str(t["strategy"])
 
 
-def _fsdp_strategy(f: dict[str, Any]) -> Any:
-    """Ray's FSDP strategy from ``trainer.fsdp``.
-
-    ``state_dict_type="full"`` keeps a checkpoint one file with the plain model's keys (what
-    resume, the bundle and a later DDP run read). Lightning refuses its own ``FSDPStrategy`` on
-    CPU (a check on that exact class); torch's FSDP runs on CPU with gloo, and Ray's subclass
-    puts each rank on Ray's device, so CPU workers (tests, small clusters) shard too.
-    """
-    from functools import partial
-
-    from ray.train.lightning import RayFSDPStrategy
-    from torch.distributed.fsdp import CPUOffload
-    from torch.distributed.fsdp.wrap import size_based_auto_wrap_policy
-
-    policy = None
-    if f["min_params_to_wrap"]:
-        policy = partial(size_based_auto_wrap_policy, min_num_params=f["min_params_to_wrap"])
-    return RayFSDPStrategy(
-        sharding_strategy=f["sharding_strategy"],
-        cpu_offload=CPUOffload(offload_params=True) if f["cpu_offload"] else None,
-        auto_wrap_policy=policy,
-        state_dict_type="full",
-    )
-
-
 def _lightning_trainer(config: dict[str, Any], callbacks: list[Any], world_size: int) -> pl.Trainer:
     import lightning.pytorch as pl
     from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment, prepare_trainer
@@ -278,7 +253,9 @@ def _lightning_trainer(config: dict[str, Any], callbacks: list[Any], world_size:
     if parallel == "ddp":
         strategy = RayDDPStrategy()
     elif parallel == "fsdp":
-        strategy = _fsdp_strategy(t["fsdp"])
+        from raylight.fsdp import fsdp_strategy
+
+        strategy = fsdp_strategy(t["fsdp"])
     trainer = pl.Trainer(
         max_epochs=t["max_epochs"],
         accelerator="auto",
@@ -303,18 +280,17 @@ def _lightning_trainer(config: dict[str, Any], callbacks: list[Any], world_size:
     return prepare_trainer(trainer) if parallel else trainer
 
 
-def _maybe_compile(model: pl.LightningModule, t: dict[str, Any]) -> Any:
-    """``torch.compile`` the model when ``trainer.compile`` is set.
+def _maybe_compile(model: pl.LightningModule, t: dict[str, Any]) -> pl.LightningModule:
+    """``torch.compile`` the model's forward in place when ``trainer.compile`` is set.
 
-    Lightning unwraps the compiled module in ``fit`` and compiles the original's steps in
-    place, so callbacks, checkpoints and the bundle see the plain module: its ``state_dict``
-    keys carry no ``_orig_mod.`` prefix and load into an uncompiled model for serving.
+    ``nn.Module.compile`` compiles the module's call without a wrapper, so its ``state_dict``
+    keys (checkpoints, the bundle) carry no ``_orig_mod.`` prefix and load into an uncompiled
+    model for serving. Not ``torch.compile(model)``: Lightning then compiles ``training_step``
+    too, and dynamo (torch 2.13) fails inside ``self.log`` with an internal error.
     """
-    if not t["compile"]:
-        return model
-    import torch
-
-    return torch.compile(model, mode=t["compile_mode"])
+    if t["compile"]:
+        model.compile(mode=t["compile_mode"])
+    return model
 
 
 def fit_lightning(config: dict[str, Any], session: Any) -> None:
@@ -328,16 +304,15 @@ def fit_lightning(config: dict[str, Any], session: Any) -> None:
 
     pl.seed_everything(config["seed"], workers=True, verbose=False)
     run = config["_run"]
-    model = bundle_io.build_model(run["model_target"], run["model_args"])
-    train_loader, val_loader = session.loaders(config)
 
-    def plain_model() -> Any:
+    def plain_model() -> pl.LightningModule:
         return bundle_io.build_model(run["model_target"], run["model_args"])
 
+    model = _maybe_compile(plain_model(), config["trainer"])
+    train_loader, val_loader = session.loaders(config)
     callbacks = [_report_callback(session, run["name"], plain_model)]
     callbacks += [_instantiate(cb) for cb in config["trainer"]["callbacks"]]
     trainer = _lightning_trainer(config, callbacks, world_size=session.world_size)
-    fit_model = _maybe_compile(model, config["trainer"])
 
     # A checkpoint from this run (worker-failure retry, `resume=` of the same run, a restored
     # Tune trial) wins; otherwise an explicit checkpoint directory from another run.
@@ -345,7 +320,7 @@ def fit_lightning(config: dict[str, Any], session: Any) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             trainer.fit(
-                fit_model,
+                model,
                 train_loader,
                 val_loader,
                 ckpt_path=os.path.join(d, CKPT_NAME),
@@ -353,14 +328,10 @@ def fit_lightning(config: dict[str, Any], session: Any) -> None:
             )
     elif run.get("init_checkpoint"):
         trainer.fit(
-            fit_model,
-            train_loader,
-            val_loader,
-            ckpt_path=run["init_checkpoint"],
-            weights_only=True,
+            model, train_loader, val_loader, ckpt_path=run["init_checkpoint"], weights_only=True
         )
     else:
-        trainer.fit(fit_model, train_loader, val_loader)
+        trainer.fit(model, train_loader, val_loader)
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
