@@ -1049,6 +1049,40 @@ def _check_data(data: DataConfig) -> list[tuple[str, str]]:
     return problems
 
 
+def _check_trainer(trainer: TrainerConfig, use_gpu: bool) -> list[tuple[str, str]]:
+    """Precision and strategy settings that Lightning or torch would refuse (or quietly change)
+    on the workers this config asks for (GPU workers when ``use_gpu``)."""
+    problems: list[tuple[str, str]] = []
+    if trainer.precision == "16-mixed" and not use_gpu:
+        problems.append((
+            "trainer.precision",
+            "16-mixed (fp16 autocast with a gradient scaler) needs GPU workers "
+            "(scaling.use_gpu=true); on CPUs Lightning would quietly train bf16-mixed instead: "
+            "set trainer.precision=bf16-mixed",
+        ))  # fmt: skip
+    if trainer.strategy != "fsdp":
+        return problems
+    if trainer.precision not in _FSDP_PRECISIONS:
+        problems.append((
+            "trainer.precision",
+            f"{trainer.precision} does not work with trainer.strategy=fsdp; FSDP takes "
+            f"{', '.join(_FSDP_PRECISIONS)}",
+        ))  # fmt: skip
+    if trainer.gradient_clip_val is not None and trainer.gradient_clip_algorithm == "norm":
+        problems.append((
+            "trainer.gradient_clip_algorithm",
+            "trainer.strategy=fsdp clips by value only (Lightning's FSDP precision plugin "
+            "refuses norm clipping): set trainer.gradient_clip_algorithm=value",
+        ))  # fmt: skip
+    if trainer.fsdp.cpu_offload and not use_gpu:
+        problems.append((
+            "trainer.fsdp.cpu_offload",
+            "offloads GPU workers' shards to CPU memory; CPU workers (scaling.use_gpu=false) "
+            "keep them there already and torch's FSDP refuses the option",
+        ))  # fmt: skip
+    return problems
+
+
 def _check_resources(scaling: ScalingConfig, cluster: ClusterConfig) -> list[tuple[str, str]]:
     """What a local cluster can hold is known before Ray starts; a remote one is checked later."""
     if cluster.mode != "local":
@@ -1103,6 +1137,10 @@ def _validate_collect(plain: dict[str, Any]) -> tuple[TrainConfig | None, list[t
         cluster = _partial(ClusterConfig, plain.get("cluster"))
         if scaling is not None and cluster is not None:
             problems += _check_resources(scaling, cluster)
+        trainer = _partial(TrainerConfig, plain.get("trainer"))
+        if trainer is not None:
+            scaling_plain = plain.get("scaling") if isinstance(plain.get("scaling"), dict) else {}
+            problems += _check_trainer(trainer, use_gpu=scaling_plain.get("use_gpu") is True)
         problems += _check_tracking(plain.get("tracking"))
         return None, problems
     if cfg.cluster.storage_endpoint:
@@ -1112,6 +1150,7 @@ def _validate_collect(plain: dict[str, Any]) -> tuple[TrainConfig | None, list[t
     problems += _check_model(cfg.model)
     problems += _check_model_fits_data(cfg.model, cfg.data)
     problems += _check_resources(cfg.scaling, cfg.cluster)
+    problems += _check_trainer(cfg.trainer, use_gpu=cfg.scaling.use_gpu)
     problems += _check_tracking(cfg.tracking.model_dump())
     if cfg.resume is not None and not _exists(cfg.resume):
         problems.append(("resume", f"{cfg.resume!r} does not exist"))
