@@ -45,7 +45,10 @@ def check_column(
         a string or a per-row Series of strings.
     """
     dtype = rule["dtype"]
-    missing = _is_missing(values)
+    # Images and texts judge their own missing values (bytes are not strings to strip).
+    missing = (
+        np.zeros(len(values), dtype=bool) if dtype in ("image", "text") else _is_missing(values)
+    )
     raw_values = values
     if rule.get("pii"):
         # A reason names the column and the rule, never a personal value.
@@ -273,6 +276,12 @@ def _bytes_as_hex(col: pd.Series) -> pd.Series:
     )
 
 
+def _all_bytes_as_hex(col: pd.Series) -> pd.Series:
+    return col.astype(object).map(
+        lambda v: bytes(v).hex() if isinstance(v, bytes | bytearray | memoryview) else v
+    )
+
+
 def assign_split(
     keys: pd.DataFrame, fractions: tuple[float, float, float], seed: int
 ) -> np.ndarray:
@@ -284,7 +293,11 @@ def assign_split(
     """
     hash_key = f"{seed & 0xFFFFFFFFFFFFFFFF:016x}"[:16]
     keys = keys.apply(_bytes_as_hex)
-    as_text = keys.astype("string").fillna("\x00")
+    try:
+        as_text = keys.astype("string").fillna("\x00")
+    except UnicodeDecodeError:
+        # bytes among strings in an object column (only a hand-built frame mixes them)
+        as_text = keys.apply(_all_bytes_as_hex).astype("string").fillna("\x00")
     h = pd.util.hash_pandas_object(as_text, index=False, hash_key=hash_key).to_numpy()
     u = (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
     train, val, _ = fractions
