@@ -21,7 +21,7 @@ RULES = {"text": {"dtype": "text", "max_chars": 20}, "y": {"dtype": "category"}}
 
 def test_check_text_reasons() -> None:
     assert check_text("  good film ", None) == ("good film", None)
-    assert check_text("bon film".encode(), None) == ("bon film", None)
+    assert check_text("bon film ✓".encode(), None) == ("bon film ✓", None)
     assert check_text(b"\xff\xfe", None) == (None, "not valid UTF-8 text")
     assert check_text("   ", None) == (None, "empty text")
     assert check_text(42, None) == (None, "not text: int")
@@ -129,7 +129,7 @@ def test_config_errors_for_text_models_and_data() -> None:
     with pytest.raises(ConfigError) as err:
         load_train_config(["experiment=rt_minilm", "data.text.base=/no/such/base"])
     assert "data.text.base" in str(err.value) and "lacks" in str(err.value)
-    with pytest.raises(ConfigError, match="data.text.max_length"):
+    with pytest.raises(ConfigError, match=r"data\.text\.max_length"):
         load_train_config(["experiment=rt_minilm", "data.text.max_length=600"])
     with pytest.raises(ConfigError, match="max_chars only applies to dtype: text"):
         load_train_config(["data=penguins", "+data.contract.columns.island.max_chars=3"])
