@@ -83,6 +83,17 @@ def test_digits_cnn_trains_predicts_serves_and_evaluates(ray_session: Any, tmp_p
         raw = requests.post(url + "/predict", json={"image": pixels[0].reshape(8, 8).tolist()},
                             timeout=10)  # fmt: skip
         assert raw.status_code == 200 and raw.json()["predictions"][0]["prediction"] == labels[0]
+        # multipart/form-data upload, as `curl -F image=@digit.png` sends it
+        up = requests.post(url + "/predict/upload", files={"image": ("d.png", pngs[1], "image/png")},
+                           timeout=10)  # fmt: skip
+        assert up.status_code == 200, up.text
+        assert up.json()["predictions"][0] == served[1]
+        bad_up = requests.post(url + "/predict/upload",
+                               files={"image": ("d.txt", b"not an image", "text/plain")},
+                               timeout=10)  # fmt: skip
+        assert bad_up.status_code == 422 and "image" in bad_up.text, bad_up.text
+        none_up = requests.post(url + "/predict/upload", data={"other": "1"}, timeout=10)
+        assert none_up.status_code == 422, none_up.text
         for bad, why in [
             ({"image": list(range(10))}, "10 pixel values"),
             ({"image": "bm90IGFuIGltYWdl"}, "base64 PNG/JPEG"),
@@ -110,4 +121,7 @@ def test_digits_cnn_trains_predicts_serves_and_evaluates(ray_session: Any, tmp_p
     ]))  # fmt: skip
     assert ev.report["metrics"]["accuracy"] == pytest.approx(res.test_metrics["accuracy"], abs=1e-9)
     assert list(ev.report["explanations"]["importance"]) == ["image"]
-    assert '<section id="explanations">' in Path(ev.report_path).read_text()
+    html = Path(ev.report_path).read_text()
+    assert '<section id="explanations">' in html
+    assert html.count('alt="pixel attributions') == len(ev.report["explanations"]["examples"]) > 0
+    assert "_pixel_maps" not in ev.report["explanations"]

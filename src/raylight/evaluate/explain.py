@@ -180,7 +180,14 @@ def explain(
     importance = np.abs(folded).mean(axis=0) if len(folded) else np.zeros(len(columns))
     order = np.argsort(-importance)
     per_example = []
+    pixel_maps = []
     for k in range(min(examples, len(idx))):
+        # Image models: the attribution of every pixel, as a map beside the image (a plot; not
+        # in the JSON report, whose per-column sums are the same numbers folded).
+        for c, st in bundle.preprocessor.images.items():
+            cols = [j for j, src in enumerate(bundle.preprocessor.output_source) if src == c]
+            shape = tuple(st["shape"])
+            pixel_maps.append((k, c, x[k, cols].reshape(shape), attr[k, cols].reshape(shape)))
         row = {
             "row": {c: raw_rows[idx[k]].get(c) for c in columns},
             "attributions": {columns[j]: float(folded[k, j]) for j in order},
@@ -194,4 +201,6 @@ def explain(
         "importance": {columns[j]: float(importance[j]) for j in order},
         "max_convergence_delta": float(np.abs(delta).max()) if len(delta) else 0.0,
         "examples": per_example,
+        # (example index, column, standardized pixels, attributions): plotted, then dropped
+        "_pixel_maps": pixel_maps,
     }

@@ -117,3 +117,31 @@ def slice_bars(rows: list[dict[str, Any]], metric: str, column: str) -> bytes:
     ax.barh(labels, vals, xerr=err, color=colors)
     ax.set(xlabel=metric, title=f"{metric} by {column}")
     return _png(fig)
+
+
+def pixel_attribution(pixels: np.ndarray, attr: np.ndarray, title: str) -> bytes:
+    """An image beside its per-pixel attributions (red: toward the explained class, blue:
+    against; one symmetric color scale per image). Arrays are [C, H, W]; channels are summed
+    for the map and shown as RGB (3) or gray (1)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(6.0, 3.2))
+    img = np.transpose(pixels, (1, 2, 0))
+    if img.shape[2] == 3:
+        lo, hi = img.min(), img.max()
+        left.imshow((img - lo) / (hi - lo or 1.0))
+    else:
+        left.imshow(img[:, :, 0], cmap="gray")
+    heat = attr.sum(axis=0)
+    bound = float(np.abs(heat).max()) or 1.0
+    shown = right.imshow(heat, cmap="bwr", vmin=-bound, vmax=bound)
+    fig.colorbar(shown, ax=right, fraction=0.046, pad=0.04)
+    left.set_title("input")
+    right.set_title(title)
+    for ax in (left, right):
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return _png(fig)

@@ -148,6 +148,8 @@ def render(report: dict[str, Any], plots: dict[str, bytes]) -> str:
                 ["feature", "value", "attribution"],
                 [[k, e["row"].get(k), v] for k, v in e["attributions"].items()],
             ))  # fmt: skip
+            if f"attribution:{i}" in plots:
+                parts.append(_img(plots[f"attribution:{i}"], f"pixel attributions {i + 1}"))
             if e.get("tokens"):
                 parts.append(_table(
                     ["token", "attribution"], [[t["token"], t["attribution"]] for t in e["tokens"]]

@@ -177,6 +177,8 @@ def run_evaluation(cfg: EvaluateConfig, announce: Any = None) -> EvalResult:
             figs[f"slice:{col}"] = plots.slice_bars(srows, sl["metric"], col)
     if ex.get("importance"):
         figs["importance"] = plots.importance(ex["importance"])
+    for k, col, pixels, attr in ex.pop("_pixel_maps", []):
+        figs[f"attribution:{k}"] = plots.pixel_attribution(pixels, attr, f"{col}: attribution")
 
     lin = manifest.get("lineage", {})
     title = f"Evaluation of {reg['uri'] if reg else lin.get('run_name') or bundle_path}"

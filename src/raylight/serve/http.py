@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
 from raylight.serve import schemas
@@ -157,11 +158,40 @@ def build_fastapi(server: Any) -> FastAPI:
         summary="Predict one record or a list of records",
     )
     async def predict(body: body_model) -> JSONResponse:  # type: ignore[valid-type]
-        t0 = time.perf_counter()
         root = body.root
         records = [
             r.model_dump(by_alias=True) for r in (root if isinstance(root, list) else [root])
         ]
+        return await answer(records, time.perf_counter())
+
+    image_columns = [f["name"] for f in server.input_schema["features"] if f["dtype"] == "image"]
+    if image_columns:
+
+        @app.post(
+            "/predict/upload",
+            response_model=schemas.PredictResponse,
+            responses=ERROR_RESPONSES,
+            dependencies=guarded,
+            summary="Predict one record sent as multipart/form-data (image files as parts)",
+            description="Each image column is a file part named after the column (PNG or JPEG, "
+            "as a browser or `curl -F image=@digit.png` sends it); other features are form "
+            "fields (numbers as text). The record is then checked like a JSON one.",
+        )
+        async def predict_upload(request: Request) -> JSONResponse:
+            t0 = time.perf_counter()
+            try:
+                form = await request.form(max_files=len(image_columns), max_fields=1000)
+            except Exception as exc:  # starlette raises its own and multipart parser errors
+                return error(400, f"malformed multipart/form-data body: {exc}", "bad_form")
+            raw = await schemas.record_from_form(form, server.input_schema)
+            try:
+                parsed = record.model_validate(raw)
+            except ValidationError as exc:
+                problems = schemas.problems_from_validation(exc.errors())
+                return error(422, "invalid request", "invalid", problems)
+            return await answer([parsed.model_dump(by_alias=True)], t0)
+
+    async def answer(records: list[dict[str, Any]], t0: float) -> JSONResponse:
         if "stable" not in server.versions:
             return error(503, "model not loaded yet", "not_ready", **{"Retry-After": "1"})
         try:

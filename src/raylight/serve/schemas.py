@@ -13,7 +13,15 @@ import math
 import re
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, RootModel, Tag, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    RootModel,
+    Tag,
+    create_model,
+)
 
 # A JSON body may hold one record or a list of records; both map to a list of dicts.
 _STRICT = ConfigDict(extra="forbid", strict=True, populate_by_name=False)
@@ -108,6 +116,34 @@ def record_model(
         info.description = f"{col['dtype']}; pii: not used by the model, never logged raw"
         fields[_identifier(col["name"], taken)] = (annotation, info)
     return create_model(name, __config__=_STRICT, **fields)  # type: ignore[call-overload]
+
+
+async def record_from_form(form: Any, input_schema: dict[str, Any]) -> dict[str, Any]:
+    """A multipart form as a JSON-like record: image file parts as base64 text, other fields
+    as JSON values when they parse as JSON numbers/booleans, else as text."""
+    import base64
+    import json
+
+    images = {f["name"] for f in input_schema["features"] if f["dtype"] == "image"}
+    out: dict[str, Any] = {}
+    for key, value in form.multi_items():
+        if hasattr(value, "read"):  # an uploaded file
+            data = await value.read()
+            out[key] = (
+                base64.b64encode(data).decode()
+                if key in images
+                else data.decode("utf-8", "replace")
+            )
+            continue
+        if key in images:
+            out[key] = value  # base64 text in a plain field
+            continue
+        try:
+            parsed = json.loads(value)
+            out[key] = parsed if isinstance(parsed, int | float | bool) else value
+        except ValueError:
+            out[key] = value
+    return out
 
 
 def _one_or_many(value: Any) -> str:
