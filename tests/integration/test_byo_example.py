@@ -16,9 +16,10 @@ from typer.testing import CliRunner
 
 from raylight import bundle as bundle_io
 from raylight.cli import app
-from raylight.config import load_serve_config, load_train_config
+from raylight.config import load_serve_config, load_train_config, load_tune_config
 from raylight.serve import deploy as sd
 from raylight.train import run_training
+from raylight.tune import run_tuning
 
 pytestmark = pytest.mark.integration
 
@@ -69,3 +70,19 @@ def test_the_example_model_trains_registers_and_serves(ray_session: Any, outdir:
         assert bad_row.status_code == 422 and "island" in bad_row.text
     finally:
         sd.shutdown("byo")
+
+
+def test_the_example_model_tunes_over_its_own_arguments(ray_session: Any, outdir: Path) -> None:
+    if str(BYO_EXAMPLE) not in sys.path:
+        sys.path.insert(0, str(BYO_EXAMPLE))
+    res = run_tuning(load_tune_config([
+        "data=penguins", f"output_dir={outdir}", "cluster.auth_mode=disabled", SEARCH,
+        "model=residual", "hparams_search=residual_optuna", "tune.name=byo",
+        "tune.num_samples=3", "trainer.max_epochs=2",
+    ]))  # fmt: skip
+    t = res.trials
+    assert len(t) == 3 and (t["status"] != "ERROR").all(), t
+    assert set(t["config/model.blocks"]) <= {1, 2, 3}, t.columns
+    best = bundle_io.load(res.bundle_path)
+    assert best.manifest["model"]["target"] == "my_models.ResidualMLP"
+    assert best.manifest["model"]["init_args"]["width"] in (32, 64)
