@@ -171,3 +171,56 @@ def test_an_image_model_needs_one_image_column() -> None:
         load_train_config(["model=cnn", "data=penguins"])
     assert "exactly one image feature" in dict(info.value.problems)["model._target_"]
     assert load_train_config(["experiment=mnist_cnn"]).data.feature_columns() == ["image"]
+
+
+def test_bad_trainer_strategy_precision_and_compile_are_listed_by_key() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_train_config(["data=penguins", "trainer.strategy=fsdpp", "trainer.precision=half",
+                           "trainer.compile=maybe", "trainer.compile_mode=fast",
+                           "trainer.fsdp.sharding_strategy=HYBRID", "+trainer.fsdp.bogus=1"])  # fmt: skip
+    problems = dict(info.value.problems)
+    assert "'auto', 'ddp' or 'fsdp'" in problems["trainer.strategy"]
+    assert "'fsdpp'" in problems["trainer.strategy"]
+    assert "'bf16-mixed'" in problems["trainer.precision"]
+    assert "'half'" in problems["trainer.precision"]
+    for key in ("trainer.compile", "trainer.compile_mode", "trainer.fsdp.sharding_strategy"):
+        assert key in problems
+    assert problems["trainer.fsdp.bogus"] == "unknown key"
+
+
+def test_precision_aliases_resolve_to_lightning_names() -> None:
+    for given, resolved in (("32", "32-true"), ("64", "64-true"), ("bf16", "bf16-mixed"),
+                            ("bf16-true", "bf16-true")):  # fmt: skip
+        cfg = load_train_config(["data=penguins", f"trainer.precision={given}"])
+        assert cfg.trainer.precision == resolved
+    cfg = load_train_config(["data=penguins", "trainer.strategy=fsdp", "trainer.compile=true"])
+    assert cfg.to_plain()["trainer"]["fsdp"] == {
+        "sharding_strategy": "FULL_SHARD", "min_params_to_wrap": None, "cpu_offload": False,
+    }  # fmt: skip
+    assert cfg.to_plain()["trainer"]["compile_mode"] == "default"
+
+
+def test_fp16_mixed_precision_needs_gpu_workers() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_train_config(["data=penguins", "trainer.precision=16"])  # alias of 16-mixed
+    assert "bf16-mixed" in dict(info.value.problems)["trainer.precision"]
+    gpus = ["scaling.use_gpu=true", "cluster.num_gpus=2"]
+    assert load_train_config(["data=penguins", "trainer.precision=16-mixed", *gpus])
+    assert load_train_config(["data=penguins", "trainer.precision=bf16-mixed"])
+
+
+def test_fsdp_settings_the_workers_would_refuse_are_listed_together() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_train_config(["data=penguins", "trainer.strategy=fsdp", "trainer.precision=64-true",
+                           "trainer.gradient_clip_val=1.0", "trainer.fsdp.cpu_offload=true",
+                           "scaling.num_workers=0"])  # fmt: skip
+    problems = dict(info.value.problems)
+    assert "FSDP takes" in problems["trainer.precision"]
+    assert "gradient_clip_algorithm=value" in problems["trainer.gradient_clip_algorithm"]
+    assert "GPU workers" in problems["trainer.fsdp.cpu_offload"]
+    assert "scaling.num_workers" in problems
+    # The same settings are fine where they apply.
+    assert load_train_config(["data=penguins", "trainer.strategy=fsdp", "trainer.precision=bf16-mixed",
+                              "trainer.gradient_clip_val=1.0", "trainer.gradient_clip_algorithm=value"])  # fmt: skip
+    assert load_train_config(["data=penguins", "trainer.strategy=ddp", "trainer.precision=64-true",
+                              "trainer.gradient_clip_val=1.0"])  # fmt: skip
