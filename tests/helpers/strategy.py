@@ -1,11 +1,16 @@
-"""A Lightning callback that records, per rank, how the worker actually trained."""
+"""What the strategy tests inject: a callback recording, per rank, how the worker actually
+trained, and a model whose bundle holds only part of its weights."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
+import torch
+
+from raylight.models.tabular import TabularMLP
 
 
 class StrategyRecorder(pl.Callback):
@@ -32,3 +37,28 @@ class StrategyRecorder(pl.Callback):
         }
         Path(self.out_dir).mkdir(parents=True, exist_ok=True)
         (Path(self.out_dir) / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
+
+
+class HeadOnlyMLP(TabularMLP):
+    """A partial-bundle model: a fixed base (seeded, frozen, "referenced") and a trained head.
+
+    Like a LoRA model, its bundle holds only what trained (``bundle_state_dict``) and loads it
+    onto a freshly built base (``load_bundle_state_dict``).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        with torch.random.fork_rng():
+            torch.manual_seed(1234)  # the same base weights in every process
+            super().__init__(*args, **kwargs)
+        self.head = f"net.{len(self.net) - 1}."
+        for name, p in self.named_parameters():
+            p.requires_grad_(name.startswith(self.head))
+
+    def bundle_state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in self.state_dict().items() if k.startswith(self.head)}
+
+    def load_bundle_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        expected = {k for k in self.state_dict() if k.startswith(self.head)}
+        if set(state) != expected:
+            raise ValueError(f"expected exactly {sorted(expected)}, got {sorted(state)}")
+        self.load_state_dict(state, strict=False)
