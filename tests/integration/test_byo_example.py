@@ -82,7 +82,7 @@ def test_the_example_model_tunes_over_its_own_arguments(ray_session: Any, outdir
     ]))  # fmt: skip
     t = res.trials
     assert len(t) == 3 and (t["status"] != "ERROR").all(), t
-    assert set(t["config/model.blocks"]) <= {1, 2, 3}, t.columns
+    assert set(t["param.model.blocks"]) <= {1, 2, 3}, t.columns
     best = bundle_io.load(res.bundle_path)
     assert best.manifest["model"]["target"] == "my_models.ResidualMLP"
     assert best.manifest["model"]["init_args"]["width"] in (32, 64)

@@ -87,7 +87,10 @@ def test_digits_cnn_trains_predicts_serves_and_evaluates(ray_session: Any, tmp_p
         up = requests.post(url + "/predict/upload", files={"image": ("d.png", pngs[1], "image/png")},
                            timeout=10)  # fmt: skip
         assert up.status_code == 200, up.text
-        assert up.json()["predictions"][0] == served[1]
+        one = up.json()["predictions"][0]
+        assert one["prediction"] == served[1]["prediction"]
+        for k, v in served[1]["probabilities"].items():  # a batch of 1 vs 24: float noise only
+            assert one["probabilities"][k] == pytest.approx(v, abs=1e-5)
         bad_up = requests.post(url + "/predict/upload",
                                files={"image": ("d.txt", b"not an image", "text/plain")},
                                timeout=10)  # fmt: skip
