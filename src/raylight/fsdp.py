@@ -36,6 +36,9 @@ class RaylightFSDPStrategy(RayFSDPStrategy):
     def _setup_model(self, model: Module) -> Module:
         if self.root_device.type != "cpu" or any(isinstance(m, FSDP) for m in model.modules()):
             return super()._setup_model(model)
+        # Lightning's wrapping with an explicit CPU device. What else it does there is moot
+        # here: torchmetrics are on the CPU already, and raylight sets no activation
+        # checkpointing.
         return FSDP(
             module=model,
             cpu_offload=self.cpu_offload,
