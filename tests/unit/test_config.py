@@ -43,11 +43,17 @@ def test_every_shipped_config_composes_validates_and_instantiates(
             overrides += ["cluster.address=ray://127.0.0.1:10001"]
         if group == "model" and option == "cnn":
             overrides += ["data=digits"]  # an image model needs an image column
+        if group == "model" and option == "minilm":
+            overrides += ["data=rotten_tomatoes"]  # a text model needs a text column
+        if group == "data" and option == "rotten_tomatoes":
+            overrides += ["model=minilm"]  # and text needs a text model
         cfg = load_train_config(overrides)
         model_args = {k: v for k, v in cfg.model.items() if k not in ("_target_", "name")}
         injected = {"input_dim": 4, "output_dim": 2, "task": cfg.data.task}
         if option == "cnn" or cfg.model["_target_"].endswith("ImageCNN"):
             injected["image_shape"] = [1, 2, 2]
+        if cfg.model["_target_"].endswith("TextClassifier"):
+            injected.update(text_length=4, text_base=cfg.data.text.base)
         model = build_model(cfg.model["_target_"], {**model_args, **injected})
         assert sum(p.numel() for p in model.parameters()) > 0
         assert isinstance(cfg.to_plain(), dict)
