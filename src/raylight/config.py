@@ -161,6 +161,18 @@ class SplitConfig(_Strict):
         return self
 
 
+class AugmentSettings(_Strict):
+    """Image augmentation: ``copies`` transformed copies of every training row (0: off)."""
+
+    copies: int = Field(0, ge=0, le=16, description="Augmented copies per training row.")
+    max_shift: int = Field(0, ge=0, description="Largest translation, in pixels, per axis.")
+    rotate_deg: float = Field(0.0, ge=0, le=180, description="Largest rotation, in degrees.")
+    hflip: bool = Field(False, description="Mirror left-right with probability 1/2.")
+    noise_std: float = Field(
+        0.0, ge=0, le=1, description="Gaussian noise, as a share of the pixel range."
+    )
+
+
 class DataConfig(_Strict):
     name: str
     source: Literal["file", "adult", "penguins", "digits", "mnist", "rotten_tomatoes"] = Field(
@@ -202,6 +214,7 @@ class DataConfig(_Strict):
     )
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     text: TextSettings = Field(default_factory=TextSettings)
+    augment: AugmentSettings = Field(default_factory=AugmentSettings)
 
     def text_columns(self) -> list[str]:
         """Feature columns of dtype text."""
@@ -948,6 +961,9 @@ def _check_model_fits_data(model: dict[str, Any], data: DataConfig) -> list[tupl
         )]  # fmt: skip
     texts = data.text_columns()
     problems: list[tuple[str, str]] = []
+    if data.augment.copies and not images:
+        problems.append(("data.augment.copies", "augmentation applies to image features; "
+                         f"the data's features are {data.feature_columns()}"))  # fmt: skip
     if "text_length" in injected and (len(texts) != 1 or len(data.feature_columns()) != 1):
         problems.append((
             "model._target_",

@@ -881,6 +881,8 @@ def _manifest(
 def _data_line(s: dict[str, Any]) -> str:
     sp = s["split_rows"]
     line = f"{s['rows']:,} rows, {s['good']:,} good, {s['bad']:,} quarantined → train {sp['train']:,} / val {sp['val']:,} / test {sp['test']:,}"
+    if s.get("augmented_rows"):
+        line += f" (+{s['augmented_rows']:,} augmented train rows)"
     if s["quarantine_path"]:
         line += f" (bad rows: {s['quarantine_path']})"
     return line

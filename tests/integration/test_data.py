@@ -117,3 +117,30 @@ def test_cli_train_stops_on_bad_rows_with_exit_1(ray_session, tmp_path: Path) ->
     assert res.exit_code == 1, res.output
     assert "3 of 400 rows break the data contract" in res.output  # not strict: "zzz" maps to other
     assert "quarantine" in res.output
+
+
+def test_image_augmentation_adds_reproducible_train_copies(ray_session, tmp_path: Path) -> None:
+    """data.augment: K transformed copies of each train row, made in Ray Data after the fit;
+    val/test untouched, the preprocessor fitted on the originals, the same set twice."""
+    import numpy as np
+
+    base = load_train_config(["data=digits"])
+    cfg = load_train_config(["data=digits", "data.augment.copies=2", "data.augment.max_shift=1",
+                             "data.augment.noise_std=0.02"])  # fmt: skip
+    plain = prepare(base.data, base.seed, quarantine_dir=str(tmp_path / "q0"))
+    aug = prepare(cfg.data, cfg.seed, quarantine_dir=str(tmp_path / "q1"))
+    n = plain.summary.split_rows["train"]
+    assert aug.summary.augmented_rows == 2 * n
+    assert aug.train.count() == 3 * n
+    assert aug.val.count() == plain.val.count() and aug.test.count() == plain.test.count()
+    assert aug.preprocessor.images == plain.preprocessor.images
+
+    def rows(ds):
+        return np.concatenate([b["features"] for b in ds.iter_batches(batch_format="numpy")])
+
+    a, b = rows(aug.train), rows(plain.train)
+    # Every original is there, and the copies are new images (not duplicates of any original).
+    orig = {r.tobytes() for r in b}
+    assert sum(r.tobytes() in orig for r in a) == n
+    again = prepare(cfg.data, cfg.seed, quarantine_dir=str(tmp_path / "q2"))
+    assert sorted(r.tobytes() for r in rows(again.train)) == sorted(r.tobytes() for r in a)

@@ -230,3 +230,12 @@ def test_fsdp_settings_the_workers_would_refuse_are_listed_together() -> None:
                               "trainer.gradient_clip_val=1.0", "trainer.gradient_clip_algorithm=value"])  # fmt: skip
     assert load_train_config(["data=penguins", "trainer.strategy=ddp", "trainer.precision=64-true",
                               "trainer.gradient_clip_val=1.0"])  # fmt: skip
+
+
+def test_augmentation_needs_an_image_feature() -> None:
+    with pytest.raises(ConfigError, match=r"data\.augment\.copies"):
+        load_train_config(["data=penguins", "data.augment.copies=2"])
+    assert (
+        load_train_config(["experiment=digits_cnn", "data.augment.copies=2"]).data.augment.copies
+        == 2
+    )

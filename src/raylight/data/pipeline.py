@@ -41,6 +41,8 @@ class DataSummary:
     quarantine_path: str | None
     fingerprint: str
     source_paths: list[str] = field(default_factory=list)
+    # Augmented copies of training rows made in the data stage (data.augment.copies per row).
+    augmented_rows: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -189,6 +191,7 @@ def prepare(data: DataConfig, seed: int, quarantine_dir: str) -> PreparedData:
         quarantine_path=qpath,
         fingerprint=fp,
         source_paths=spec.paths,
+        augmented_rows=stats["split_rows"][0] * data.augment.copies if images else 0,
     )
     if stats["rows"] == 0:
         raise BadDataError(f"the data source {spec.paths[:3]} has no rows")
@@ -219,7 +222,23 @@ def prepare(data: DataConfig, seed: int, quarantine_dir: str) -> PreparedData:
     )
     splits = {}
     for i, name in enumerate(SPLITS):
-        ds = checked.map_batches(
+        source = checked
+        if i == 0 and images and data.augment.copies:
+            # After the fit: statistics describe real images, not their augmented copies.
+            from raylight.data.augment import augment_batch
+            from raylight.data.images import image_geometry, pixel_range
+
+            geo = {
+                c: {"shape": list(image_geometry(rules[c])),
+                    **dict(zip(("min", "max"), pixel_range(rules[c]), strict=True))}
+                for c in images
+            }  # fmt: skip
+            source = checked.map_batches(
+                augment_batch,
+                batch_format="pandas",
+                fn_kwargs={"images": geo, "settings": data.augment.model_dump(), "seed": seed},
+            )
+        ds = source.map_batches(
             _transform, batch_format="pandas", fn_kwargs={"pre": pre.to_dict(), "split": i}
         )
         splits[name] = ds.materialize() if data.cache else ds
