@@ -27,7 +27,10 @@ setup: $(STAMP)
 
 ## The main pipeline on an embedded local Ray: Adult income, 2-worker DDP MLP, bundle, metrics;
 ## then a 12-trial TPE + ASHA sweep over it, exporting the best config and bundle; then serve
-## the trained bundle with Ray Serve on 127.0.0.1 and query it over HTTP.
+## the trained bundle with Ray Serve on 127.0.0.1 and query it over HTTP. Then the other model
+## families, briefly: a CNN on 8x8 digits and a LoRA fine-tune of the pretrained MiniLM-L6 encoder
+## on Rotten Tomatoes reviews (1,200 reviews, 32 tokens, 1 epoch: CPU-sized; the full
+## `experiment=rt_minilm` takes ~6 min here).
 demo: setup
 	$(BIN)/raylight train experiment=adult_mlp register=adult-income
 	$(BIN)/raylight tune experiment=adult_mlp hparams_search=adult_optuna register=adult-income
@@ -35,6 +38,9 @@ demo: setup
 	$(BIN)/raylight registry promote adult-income latest --alias production gate=adult
 	$(BIN)/raylight registry show adult-income@production
 	BIN=$(BIN) scripts/demo_serve.sh models:/adult-income@production
+	$(BIN)/raylight train experiment=digits_cnn trainer.max_epochs=3 tracking=csv
+	$(BIN)/raylight train experiment=rt_minilm +data.limit_rows=1200 data.text.max_length=32 \
+	  trainer.max_epochs=1 model.warmup_steps=0 model.lr=0.002 tracking=csv
 
 ## The default test suite (real local Ray; no slow tests).
 test: setup

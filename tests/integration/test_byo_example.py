@@ -72,6 +72,7 @@ def test_the_example_model_trains_registers_and_serves(ray_session: Any, outdir:
         sd.shutdown("byo")
 
 
+@pytest.mark.slow  # keeps `make test` near 15 min; runs in `make test-all`
 def test_the_example_model_tunes_over_its_own_arguments(ray_session: Any, outdir: Path) -> None:
     if str(BYO_EXAMPLE) not in sys.path:
         sys.path.insert(0, str(BYO_EXAMPLE))

@@ -121,6 +121,7 @@ def test_fsdp_strategy_shards_bundles_full_weights_and_resumes(
     bundle.load(resumed.bundle_path)
 
 
+@pytest.mark.slow  # keeps `make test` near 15 min; runs in `make test-all`
 def test_fsdp_partial_bundle_is_cut_from_the_gathered_weights(
     ray_session, outdir: Path, tmp_path: Path
 ) -> None:
@@ -142,6 +143,7 @@ def test_fsdp_partial_bundle_is_cut_from_the_gathered_weights(
     torch.testing.assert_close(b.model.state_dict(), full, rtol=0, atol=0)  # base + trained head
 
 
+@pytest.mark.slow  # keeps `make test` near 15 min; runs in `make test-all`
 def test_compile_trains_and_bundle_loads_uncompiled(
     ray_session, outdir: Path, tmp_path: Path
 ) -> None:

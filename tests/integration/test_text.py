@@ -44,12 +44,12 @@ def test_minilm_lora_trains_bundles_adapters_serves_and_evaluates(
     out = tmp_path / "out"
     res = run_training(load_train_config([
         "experiment=rt_minilm", f"output_dir={out}", "cluster.auth_mode=disabled",
-        "+data.limit_rows=640", "data.text.max_length=32", "trainer.max_epochs=3",
+        "+data.limit_rows=480", "data.text.max_length=32", "trainer.max_epochs=2",
         "model.lr=0.002", "model.head_lr=0.003", "model.warmup_steps=0", "tracking=csv",
     ]))  # fmt: skip
     metrics = pd.read_csv(Path(res.run_dir) / "logs" / "metrics.csv")
     losses = metrics["train_loss"].dropna().tolist()
-    assert len(losses) == 3 and losses[-1] < losses[0], losses
+    assert len(losses) == 2 and losses[-1] < losses[0], losses
     # Two balanced classes: a pretrained encoder with adapters is well above chance already.
     assert res.test_metrics["roc_auc"] > 0.7, res.test_metrics
 
