@@ -72,6 +72,9 @@ class StepLog:
         """Plain data: steps, events and the thread settings this process trained with."""
         return {
             "pid": os.getpid(),
+            # When this process was created (wall time): in a Ray worker, the time the worker
+            # group spent before its processes existed vs. the time they spent importing.
+            "process_start_wall": process_start_wall(),
             "torch_threads": torch.get_num_threads(),
             "omp_num_threads_env": os.environ.get("OMP_NUM_THREADS"),
             "wall0": self._wall0,
@@ -79,6 +82,21 @@ class StepLog:
             "steps": self.steps,
             "events": self.events,
         }
+
+
+def process_start_wall() -> float | None:
+    """Wall time this process was started (Linux ``/proc``; None elsewhere)."""
+    try:
+        stat = Path("/proc/self/stat").read_text()
+        ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22: starttime, clock ticks
+        boot = next(
+            float(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime ")
+        )
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
 
 
 def _batch_size(batch: Any) -> int:
@@ -249,6 +267,8 @@ def summarize(
     for name, _, t in events:
         startup_events.setdefault(name, t + to_wall - call_wall)
     startup_events["first_step"] = log["wall0"] - call_wall
+    if log.get("process_start_wall") is not None:
+        startup_events["process_start"] = log["process_start_wall"] - call_wall
     return {
         "torch_threads": log["torch_threads"],
         "omp_num_threads_env": log["omp_num_threads_env"],

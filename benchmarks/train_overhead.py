@@ -331,9 +331,10 @@ def print_tables(report: dict[str, Any], info: dict[str, Any], args: argparse.Na
         f"(c) start-up, s after run_training() was called: data stage done {_fmt(c['data_stage_s'], '.2f')}, "
         + ", ".join(
             f"{n} {_fmt(ev.get(n), '.2f')}"
-            for n in ("constructed", "fit_start", "train_start", "first_step")
+            for n in ("process_start", "constructed", "fit_start", "train_start", "first_step")
         )
-        + "  (constructed: in the worker, model and data iterators built)"
+        + "  (process_start: the worker process exists; constructed: in the worker, model "
+        "and data iterators built)"
     )
     console.print(
         "(c) between epochs, seconds: "

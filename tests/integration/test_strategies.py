@@ -54,6 +54,8 @@ def _assert_bundle_serves(res: TrainResult, learned: bool = True) -> bundle.Bund
     return b
 
 
+# Slow: 2-worker DDP training is also the default path of test_train's two-worker test.
+@pytest.mark.slow
 def test_ddp_strategy_two_workers(ray_session, outdir: Path, tmp_path: Path) -> None:
     probe = tmp_path / "probe"
     res = _train(
