@@ -333,10 +333,27 @@ class TrainerConfig(_Strict):
 
 class ScalingConfig(_Strict):
     num_workers: int = Field(2, ge=1, description="Ray Train workers (DDP processes).")
+    # Elastic training: with min_workers set, num_workers is the most workers and a run keeps
+    # going (restarting from its last checkpoint) on as few as min_workers when nodes die or
+    # resources are short; it grows back when they return.
+    min_workers: int | None = Field(None, ge=1)
+    # How often a running elastic group checks whether it could grow (Ray's
+    # elastic_resize_monitor_interval_s); growing restarts the group from its last checkpoint.
+    elastic_resize_interval_s: float = Field(60.0, gt=0)
+    # How long a (re)starting worker group may wait for its workers before the attempt counts
+    # as failed (Ray Train's RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S). An elastic run that lost
+    # a node retries at full size first (the cluster may not yet know the node is gone) and
+    # only shrinks after this timeout, so elastic runs want it short.
+    worker_start_timeout_s: float = Field(60.0, gt=0)
     use_gpu: bool = False
     cpus_per_worker: float = Field(1, gt=0)
     gpus_per_worker: float | None = Field(None, gt=0)
     resources_per_worker: dict[str, float] = Field(default_factory=dict)
+
+    @property
+    def fewest_workers(self) -> int:
+        """The smallest worker group a run may use (``num_workers`` unless elastic)."""
+        return self.min_workers or self.num_workers
 
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
@@ -653,6 +670,9 @@ class ServeConfig(ServeAppArgs):
     name: str = Field("raylight", description="Serve application name.")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    # Where Serve runs HTTP proxies: on every node (Serve's default; each node answers on
+    # host:port) or only on the head node (one entry point; several nodes on one machine).
+    proxy_location: Literal["EveryNode", "HeadOnly"] = "EveryNode"
     route_prefix: str = "/"
     proxy_timeout_s: float | None = Field(
         None, gt=0, description="Serve's end-to-end HTTP timeout (http_options.request_timeout_s)."
@@ -1101,25 +1121,32 @@ def _check_trainer(trainer: TrainerConfig, use_gpu: bool) -> list[tuple[str, str
 
 def _check_resources(scaling: ScalingConfig, cluster: ClusterConfig) -> list[tuple[str, str]]:
     """What a local cluster can hold is known before Ray starts; a remote one is checked later."""
-    if cluster.mode != "local":
-        return []
     problems = []
+    if scaling.min_workers is not None and scaling.min_workers > scaling.num_workers:
+        problems.append(
+            (
+                "scaling.min_workers",
+                f"{scaling.min_workers} is above scaling.num_workers={scaling.num_workers} (the most workers of an elastic run)",
+            )
+        )
+    if cluster.mode != "local":
+        return problems
     if scaling.use_gpu:
         import torch
 
         have = cluster.num_gpus if cluster.num_gpus is not None else torch.cuda.device_count()
-        need = scaling.num_workers * (scaling.gpus_per_worker or 1)
+        need = scaling.fewest_workers * (scaling.gpus_per_worker or 1)
         if have < need:
             problems.append(
                 ("scaling.use_gpu", f"needs {need:g} GPU(s) but the local cluster has {have}")
             )
     cpus = cluster.num_cpus or os.cpu_count() or 1
-    need_cpu = scaling.num_workers * scaling.cpus_per_worker
+    need_cpu = scaling.fewest_workers * scaling.cpus_per_worker
     if need_cpu > cpus:
         problems.append(
             (
-                "scaling.num_workers",
-                f"{scaling.num_workers} worker(s) x {scaling.cpus_per_worker:g} CPU need {need_cpu:g} CPUs; the local cluster has {cpus}",
+                "scaling.min_workers" if scaling.min_workers else "scaling.num_workers",
+                f"{scaling.fewest_workers} worker(s) x {scaling.cpus_per_worker:g} CPU need {need_cpu:g} CPUs; the local cluster has {cpus}",
             )
         )
     return problems

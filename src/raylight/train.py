@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -238,16 +239,66 @@ def _parallel_strategy(t: dict[str, Any], world_size: int) -> str | None:
     return str(t["strategy"])
 
 
-def _lightning_trainer(config: dict[str, Any], callbacks: list[Any], world_size: int) -> pl.Trainer:
+def _checkpoint_epoch(checkpoint: Any) -> int | None:
+    """The (0-based) epoch a reported checkpoint ends, from its ``checkpoint_epoch=NNNN`` name."""
+    m = re.search(r"checkpoint_epoch=(\d+)", str(getattr(checkpoint, "path", "") or ""))
+    return int(m.group(1)) if m else None
+
+
+def _csv_logger(logs_dir: str, kept_epoch: int | None) -> Any:
+    """Lightning's CSVLogger, except that a retried or resumed attempt continues the file.
+
+    Lightning deletes ``metrics.csv`` whenever its directory is not empty, so a worker group
+    restarted after a node loss would erase the epochs it had already reported. Here rows up
+    to the checkpoint's epoch are kept and later ones (about to be trained again) dropped.
+
+    Args:
+        logs_dir: The run's ``logs`` directory.
+        kept_epoch: The epoch the attempt resumes after; ``None`` for a fresh run.
+    """
+    import csv
+
+    from lightning.pytorch.loggers import CSVLogger
+    from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+
+    class _ContinuingWriter(ExperimentWriter):
+        def _check_log_dir_exists(self) -> None:
+            if kept_epoch is None or not self._fs.isfile(self.metrics_file_path):
+                super()._check_log_dir_exists()
+                return
+            with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+                reader = csv.DictReader(f)
+                keys = list(reader.fieldnames or [])
+                rows = [
+                    r for r in reader if r.get("epoch") and int(float(r["epoch"])) <= kept_epoch
+                ]
+            with self._fs.open(self.metrics_file_path, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=keys)
+                writer.writeheader()
+                writer.writerows(rows)
+            self.metrics_keys = sorted(keys)
+
+    class _ContinuingCSVLogger(CSVLogger):
+        @property
+        def experiment(self) -> Any:
+            if self._experiment is None:
+                self._fs.makedirs(self.root_dir, exist_ok=True)
+                self._experiment = _ContinuingWriter(log_dir=self.log_dir)
+            return self._experiment
+
+    return _ContinuingCSVLogger(logs_dir, name="", version="")
+
+
+def _lightning_trainer(
+    config: dict[str, Any], callbacks: list[Any], world_size: int, kept_epoch: int | None = None
+) -> pl.Trainer:
     import lightning.pytorch as pl
     from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment, prepare_trainer
 
     t = config["trainer"]
     loggers: list[Any] = []
     if "csv" in config["tracking"]["backends"]:
-        from lightning.pytorch.loggers import CSVLogger
-
-        loggers.append(CSVLogger(config["_run"]["logs_dir"], name="", version=""))
+        loggers.append(_csv_logger(config["_run"]["logs_dir"], kept_epoch))
     parallel = _parallel_strategy(t, world_size)
     strategy: Any = "auto"
     if parallel == "ddp":
@@ -312,11 +363,11 @@ def fit_lightning(config: dict[str, Any], session: Any) -> None:
     train_loader, val_loader = session.loaders(config)
     callbacks = [_report_callback(session, run["name"], plain_model)]
     callbacks += [_instantiate(cb) for cb in config["trainer"]["callbacks"]]
-    trainer = _lightning_trainer(config, callbacks, world_size=session.world_size)
-
     # A checkpoint from this run (worker-failure retry, `resume=` of the same run, a restored
     # Tune trial) wins; otherwise an explicit checkpoint directory from another run.
     checkpoint = session.get_checkpoint()
+    kept = _checkpoint_epoch(checkpoint) if checkpoint is not None else None
+    trainer = _lightning_trainer(config, callbacks, world_size=session.world_size, kept_epoch=kept)
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             trainer.fit(
@@ -413,9 +464,14 @@ class _Progress:
     """Driver-side progress: the Ray Train controller pushes each report into a queue."""
 
     def __init__(self, max_epochs: int, printer: Any, sinks: list[Any] | None = None) -> None:
+        import ray
         from ray.util.queue import Queue
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        self.queue = Queue(maxsize=1000, actor_options={"num_cpus": 0})
+        # On the driver's node, like Ray Train's controller: anywhere else, losing that node
+        # would kill the queue, the controller's report callback with it, and so the run.
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        self.queue = Queue(maxsize=1000, actor_options={"num_cpus": 0, "scheduling_strategy": here})
         self.max_epochs = max_epochs
         self.printer = printer
         # Also called per epoch, e.g. the tracker's log_metrics: rank 0's report, on the driver.
@@ -475,8 +531,18 @@ def _scaling(cfg: TrainConfig) -> Any:
     res: dict[str, float] = {"CPU": cfg.scaling.cpus_per_worker, **cfg.scaling.resources_per_worker}
     if cfg.scaling.use_gpu:
         res["GPU"] = cfg.scaling.gpus_per_worker or 1
+    elastic = (
+        cfg.scaling.min_workers is not None and cfg.scaling.min_workers < cfg.scaling.num_workers
+    )
     return ScalingConfig(
-        num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu, resources_per_worker=res
+        # A (min, max) tuple turns on Ray Train's elastic scaling policy: after a node loss the
+        # group restarts from the last checkpoint with the workers the cluster can still hold.
+        num_workers=(cfg.scaling.min_workers, cfg.scaling.num_workers)
+        if elastic
+        else cfg.scaling.num_workers,
+        elastic_resize_monitor_interval_s=cfg.scaling.elastic_resize_interval_s,
+        use_gpu=cfg.scaling.use_gpu,
+        resources_per_worker=res,
     )
 
 
@@ -526,14 +592,14 @@ def run_training(cfg: TrainConfig, printer: Any = None, announce: Any = None) ->
     say = announce or (lambda stage, detail: None)
     t0 = time.time()
 
-    if cfg.scaling.use_gpu and cluster_gpus() < cfg.scaling.num_workers * (
+    if cfg.scaling.use_gpu and cluster_gpus() < cfg.scaling.fewest_workers * (
         cfg.scaling.gpus_per_worker or 1
     ):
         raise ConfigError(
             [
                 (
                     "scaling.use_gpu",
-                    f"the cluster has {cluster_gpus():g} GPU(s); {cfg.scaling.num_workers} worker(s) need more",
+                    f"the cluster has {cluster_gpus():g} GPU(s); {cfg.scaling.fewest_workers} worker(s) need more",
                 )
             ]
         )
@@ -764,16 +830,21 @@ def torch_trainer(
     callbacks: list[Any],
 ) -> Any:
     """A Ray Train ``TorchTrainer`` for one run (also what each multi-worker sweep trial builds)."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
 
     # Ray Train propagates this from the driver to its controller (and workers).
     os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = str(cfg.trainer.controller_poll_s)
+    os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(cfg.scaling.worker_start_timeout_s)
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=plain,
         scaling_config=_scaling(cfg),
         datasets={"train": data.train, "val": data.val},
+        # One fixed worker reads the whole dataset: no streaming_split, so no split-coordinator
+        # actor between it and Ray Data (benchmarks/ingest.py: steady ingest ratio 0.47 → 0.63,
+        # first batch 2.8 s → 0.02 s). Several (or elastic) workers need the split.
+        dataset_config=DataConfig(datasets_to_split=[] if cfg.scaling.num_workers == 1 else "all"),
         run_config=RunConfig(
             name=name,
             storage_path=storage_path,

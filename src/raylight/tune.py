@@ -551,6 +551,9 @@ def _run_sweep(
                     checkpoint_score_attribute=cfg.trainer.monitor,
                     checkpoint_score_order=cfg.trainer.mode,
                 ),
+                # A trial whose process or node dies is retried from its last checkpoint, as a
+                # training run's worker group is (trainer.max_failures); not counted as done.
+                failure_config=tune.FailureConfig(max_failures=cfg.trainer.max_failures),
                 callbacks=callbacks,
                 verbose=1,
             ),

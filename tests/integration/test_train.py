@@ -172,6 +172,10 @@ def test_killed_worker_is_retried_and_the_run_completes(
     assert run.info.status == "FINISHED"
     steps = [s for s, _ in mlflow_runs.history(outdir, run.info.run_id, "val_loss")]
     assert steps == [0, 1, 2, 3]
+    # The retried attempt continues the CSV log (Lightning's CSVLogger would delete the epochs
+    # the first attempt wrote): every epoch's validation row, once.
+    csv = pd.read_csv(Path(res.run_dir) / "logs" / "metrics.csv")
+    assert sorted(csv.dropna(subset=["val_loss"])["epoch"].astype(int)) == [0, 1, 2, 3]
 
 
 @pytest.mark.slow  # two full trainings (~40 s); determinism rarely regresses: make test-all

@@ -239,3 +239,20 @@ def test_augmentation_needs_an_image_feature() -> None:
         load_train_config(["experiment=digits_cnn", "data.augment.copies=2"]).data.augment.copies
         == 2
     )
+
+
+def test_elastic_scaling_bounds_are_checked_and_reach_ray_train() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_train_config(["data=penguins", "scaling.num_workers=2", "scaling.min_workers=3"])
+    msgs = [m for k, m in info.value.problems if k == "scaling.min_workers"]
+    assert any("above scaling.num_workers=2" in m for m in msgs), info.value.problems
+    # What must fit a local cluster is the smallest group, not the largest.
+    cfg = load_train_config(["data=penguins", "scaling.num_workers=64", "scaling.min_workers=1",
+                             "cluster.num_cpus=2"])  # fmt: skip
+    from raylight.train import _scaling
+
+    sc = _scaling(cfg)
+    assert sc.elasticity_enabled and (sc.min_workers, sc.max_workers) == (1, 64)
+    assert not _scaling(
+        load_train_config(["data=penguins", "scaling.num_workers=2"])
+    ).elasticity_enabled

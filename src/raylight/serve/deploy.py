@@ -85,6 +85,7 @@ def deploy(cfg: ServeConfig) -> Deployed:
     t0 = time.perf_counter()
     args = cfg.app_args()
     serve.start(
+        proxy_location=cfg.proxy_location,
         http_options={
             "host": cfg.host,
             "port": cfg.port,
