@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-all lint bench clean
+.PHONY: setup demo test test-all lint bench chaos clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -58,11 +58,20 @@ lint: setup
 	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/ruff format --check src tests benchmarks examples
 
+# Every benchmark on this machine (CPU), one after another (each compares against its own
+# baseline in the same run); each writes benchmarks/results/*.json and regenerates RESULTS.md
+# and results/summary.png. About an hour on 2 cores; run on an otherwise idle machine.
 bench: setup
 	$(BIN)/python benchmarks/train_overhead.py
+	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python benchmarks/data_scale.py
 	$(BIN)/python benchmarks/tune_overhead.py --variants ray_defaults,raylight
 	$(BIN)/python benchmarks/tune_efficiency.py
 	$(BIN)/python benchmarks/serve_bench.py
+
+# Fault scenarios on a local two-node cluster: scenario -> outcome -> data lost (must be 0).
+chaos: setup
+	$(BIN)/python scripts/chaos.py
 
 clean:
 	rm -rf outputs .pytest_cache .ruff_cache

@@ -204,6 +204,13 @@ class DataConfig(_Strict):
     cache: bool = Field(
         True, description="Materialize the preprocessed splits (small data); false = stream."
     )
+    resident_max_mb: int = Field(
+        1024,
+        ge=0,
+        description="With cache=true, a worker whose whole split fits in this many MB keeps it "
+        "in memory (on its GPU if it has one) after the first epoch and batches from there; "
+        "0 = always iterate Ray Data.",
+    )
     limit_rows: int | None = Field(None, ge=1, description="Read at most this many rows (debug).")
     slices: list[str] = Field(
         default_factory=list,

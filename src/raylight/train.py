@@ -77,15 +77,35 @@ class _TorchBatches:
     Training passes shuffle through a local buffer of ``data.shuffle_buffer`` rows, seeded by
     the global seed and the epoch: without it a file sorted by label (MNIST's, the penguins')
     feeds single-class batches and the model does not learn; with it a run stays reproducible.
+
+    Resident data (``data.resident_max_mb``, with ``data.cache=true``): the first pass streams
+    from Ray Data as above and keeps its tensors; once a whole pass fits the limit, later epochs
+    index those tensors in memory (on the worker's GPU when it has one) with a seeded full
+    permutation per epoch. Ray Data's per-batch work (slicing blocks, the shuffle buffer,
+    collation) then leaves the step loop: on 2 CPUs it cost as much as the step itself.
     """
 
     def __init__(self, ds: Any, config: dict[str, Any], shuffle: bool) -> None:
         self.ds = ds
         self.config = config
         self.buffer = int(config["data"].get("shuffle_buffer", 0)) if shuffle else 0
+        self.shuffle = shuffle
         self.epoch = 0
+        data = config["data"]
+        self.resident_bytes = (
+            int(data.get("resident_max_mb", 0)) * 2**20 if data.get("cache", True) else 0
+        )
+        self.resident: tuple[Any, Any] | None = None
 
     def __iter__(self) -> Any:
+        epoch = self.epoch
+        self.epoch += 1
+        if self.resident is not None:
+            return self._from_memory(epoch)
+        batches = self._from_ray_data(epoch)
+        return self._keeping(batches) if self.resident_bytes else batches
+
+    def _from_ray_data(self, epoch: int) -> Any:
         import torch
 
         task = self.config["data"]["task"]
@@ -94,9 +114,8 @@ class _TorchBatches:
         if self.buffer:
             extra = {
                 "local_shuffle_buffer_size": self.buffer,
-                "local_shuffle_seed": int(self.config.get("seed", 0)) * 1009 + self.epoch,
+                "local_shuffle_seed": int(self.config.get("seed", 0)) * 1009 + epoch,
             }
-        self.epoch += 1
         return iter(
             self.ds.iter_torch_batches(
                 batch_size=self.config["data"]["batch_size"],
@@ -105,6 +124,43 @@ class _TorchBatches:
                 **extra,
             )
         )
+
+    def _keeping(self, batches: Any) -> Any:
+        """Yield a Ray Data pass, keeping its tensors if the whole pass fits the limit."""
+        import torch
+
+        kept: list[tuple[Any, Any]] | None = []
+        size = 0
+        for batch in batches:
+            if kept is not None:
+                size += batch["features"].nbytes + batch["label"].nbytes
+                if size > self.resident_bytes:
+                    kept = None  # too big: stream every epoch
+                else:
+                    kept.append((batch["features"], batch["label"]))
+            yield batch
+        # Only a complete pass (the generator ran to its end) becomes resident.
+        if kept:
+            x = torch.cat([f for f, _ in kept])
+            y = torch.cat([lab for _, lab in kept])
+            if self.config.get("scaling", {}).get("use_gpu") and torch.cuda.is_available():
+                dev = torch.device("cuda", torch.cuda.current_device())
+                x, y = x.to(dev), y.to(dev)
+            self.resident = (x, y)
+
+    def _from_memory(self, epoch: int) -> Any:
+        import torch
+
+        assert self.resident is not None
+        x, y = self.resident
+        n, bs = len(x), int(self.config["data"]["batch_size"])
+        if self.shuffle:
+            g = torch.Generator().manual_seed(int(self.config.get("seed", 0)) * 1009 + epoch)
+            order = torch.randperm(n, generator=g).to(x.device)
+            # One gather per epoch, then every batch is a contiguous view (no per-step copy).
+            x, y = x[order], y[order]
+        for i in range(0, n, bs):
+            yield {"features": x[i : i + bs], "label": y[i : i + bs]}
 
 
 def _torch_batches(ds: Any, config: dict[str, Any], shuffle: bool = False) -> Any:
