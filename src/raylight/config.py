@@ -315,6 +315,9 @@ class TrainerConfig(_Strict):
     limit_train_batches: int | None = Field(None, ge=1)
     limit_val_batches: int | None = Field(None, ge=1)
     deterministic: bool = False
+    # Lightning's profiler on every worker (simple: time per hook; advanced: cProfile per hook;
+    # pytorch: torch.profiler); reports land in the run's logs/ directory.
+    profiler: Literal["simple", "advanced", "pytorch"] | None = None
     controller_poll_s: float = Field(
         0.2,
         gt=0,

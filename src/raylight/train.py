@@ -383,8 +383,23 @@ def _lightning_trainer(
         enable_model_summary=False,
         num_sanity_val_steps=0,
         log_every_n_steps=10,
+        profiler=_profiler(t.get("profiler"), config["_run"]["logs_dir"]),
     )
     return prepare_trainer(trainer) if parallel else trainer
+
+
+def _profiler(kind: str | None, logs_dir: str) -> Any:
+    """Lightning's profiler of that kind, writing ``logs_dir/profile-<rank>.txt``."""
+    if not kind:
+        return None
+    from lightning.pytorch import profilers
+
+    cls = {
+        "simple": profilers.SimpleProfiler,
+        "advanced": profilers.AdvancedProfiler,
+        "pytorch": profilers.PyTorchProfiler,
+    }[kind]
+    return cls(dirpath=logs_dir, filename="profile")
 
 
 def _maybe_compile(model: pl.LightningModule, t: dict[str, Any]) -> pl.LightningModule:

@@ -201,10 +201,12 @@ def test_regression_target(ray_session, outdir: Path, tmp_path: Path) -> None:
     cfg = load_train_config(
         penguins_overrides(
             outdir, "data.target=body_mass_g", "data.task=regression", "trainer.max_epochs=8", "scaling.num_workers=1",
-            "run_name=reg", "model.lr=0.02",
+            "run_name=reg", "model.lr=0.02", "trainer.profiler=simple",
         )
     )  # fmt: skip
     res = run_training(cfg)
+    # trainer.profiler: Lightning's per-hook report from the worker, in the run's logs.
+    assert "run_training_batch" in (Path(res.run_dir) / "logs" / "fit-profile.txt").read_text()
     t = res.test_metrics
     assert t["rmse"] < 0.75 * t["baseline_rmse"] and t["r2"] > 0.4
     b = bundle.load(res.bundle_path)
