@@ -19,6 +19,19 @@ def _options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
+def _scale_data(tmp_path: Path) -> Path:
+    """A tiny set for conf/data/scale.yaml, whose default path a script fills."""
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "make_scale_data.py"
+    spec = importlib.util.spec_from_file_location("make_scale_data", script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.write(tmp_path / "scale", rows=1_000)
+    return tmp_path / "scale"
+
+
 def _file_overrides(tmp_path: Path) -> list[str]:
     csv = tmp_path / "d.csv"
     pd.DataFrame({"x": [1.0, 2.0], "c": ["a", "b"], "y": ["p", "q"]}).to_csv(csv, index=False)
@@ -39,6 +52,8 @@ def test_every_shipped_config_composes_validates_and_instantiates(
         overrides = [f"{group}={option}"]
         if group == "data" and option == "file":
             overrides += _file_overrides(tmp_path)
+        if group == "data" and option == "scale":
+            overrides += [f"data.path={_scale_data(tmp_path)}"]
         if group == "cluster" and option == "address":
             overrides += ["cluster.address=ray://127.0.0.1:10001"]
         if group == "model" and option == "cnn":

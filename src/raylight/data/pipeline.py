@@ -9,6 +9,7 @@ the same way.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,15 @@ if TYPE_CHECKING:
     import ray.data
 
     from raylight.config import DataConfig
+
+
+# Rows per quarantine file: bounds what one write task holds (tens of MB of raw rows).
+QUARANTINE_ROWS_PER_FILE = 50_000
+# Rows per pandas frame in the row-wise steps (contract check, transform). Ray Data's blocks
+# grow to 128 MiB of Arrow (~1.3M narrow rows), and pandas needs several times a block's size:
+# on 2M rows of conf/data/scale.yaml's set the largest task peaked at 2.3 GB with whole blocks,
+# 1.3 GB in slices (the block itself plus one slice's temporaries), and ran no slower.
+ROWS_PER_BATCH = 16_384
 
 
 class BadDataError(RuntimeError):
@@ -88,8 +98,9 @@ def _checked(
     extra = [data.id_column] if data.id_column and data.id_column not in rules else []
     split_seed = data.split.seed if data.split.seed is not None else seed
     return raw.map_batches(
-        check_batch,
-        batch_format="pandas",
+        _check_slices,
+        # The block as it is: sliced before pandas sees it (see _pandas_slices).
+        batch_format=None,
         fn_kwargs={
             "columns": rules,
             "strict_categories": data.contract.strict_categories,
@@ -169,7 +180,11 @@ def prepare(data: DataConfig, seed: int, quarantine_dir: str) -> PreparedData:
     qpath = None
     if stats["bad"]:
         qpath = quarantine_dir.rstrip("/") + "/rows"
-        checked.map_batches(_bad_rows, batch_format="pandas").repartition(1).write_parquet(qpath)
+        # Not repartition(1): that gathers every bad row into one block, in one process, and
+        # grows with the data; min_rows_per_file streams and still writes few files.
+        checked.map_batches(_bad_rows, batch_format="pandas").write_parquet(
+            qpath, min_rows_per_file=QUARANTINE_ROWS_PER_FILE
+        )
         fs, p = sources.filesystem_and_path(quarantine_dir)
         with fs.open_output_stream(p.rstrip("/") + "/summary.json") as f:
             f.write(
@@ -239,7 +254,7 @@ def prepare(data: DataConfig, seed: int, quarantine_dir: str) -> PreparedData:
                 fn_kwargs={"images": geo, "settings": data.augment.model_dump(), "seed": seed},
             )
         ds = source.map_batches(
-            _transform, batch_format="pandas", fn_kwargs={"pre": pre.to_dict(), "split": i}
+            _transform, batch_format=None, fn_kwargs={"pre": pre.to_dict(), "split": i}
         )
         splits[name] = ds.materialize() if data.cache else ds
     return PreparedData(
@@ -252,8 +267,30 @@ def prepare(data: DataConfig, seed: int, quarantine_dir: str) -> PreparedData:
     )
 
 
-def _transform(batch: pd.DataFrame, pre: dict[str, Any], split: int) -> dict[str, Any]:
-    return TransformBatch(pre, split)(batch)
+def _pandas_slices(block: Any) -> Iterator[pd.DataFrame]:
+    """A Ray Data block (Arrow or pandas) as pandas frames of at most ROWS_PER_BATCH rows.
+
+    Slicing inside the function, not ``map_batches(batch_size=...)``: a batch size stops Ray
+    fusing the step into the read task, so every 128 MiB block read would go through the
+    object store (and spill when that is small) before being checked.
+    """
+    from ray.data.block import BlockAccessor
+
+    acc = BlockAccessor.for_block(block)
+    for start in range(0, acc.num_rows(), ROWS_PER_BATCH):
+        yield BlockAccessor.for_block(acc.slice(start, start + ROWS_PER_BATCH)).to_pandas()
+
+
+def _check_slices(block: Any, **kwargs: Any) -> Iterator[pd.DataFrame]:
+    """``check_batch`` over a block, a slice at a time (Ray joins the outputs into blocks)."""
+    for frame in _pandas_slices(block):
+        yield check_batch(frame, **kwargs)
+
+
+def _transform(block: Any, pre: dict[str, Any], split: int) -> Iterator[dict[str, Any]]:
+    transform = TransformBatch(pre, split)
+    for frame in _pandas_slices(block):
+        yield transform(frame)
 
 
 __all__ = ["SPLIT_COL", "BadDataError", "DataSummary", "PreparedData", "prepare"]
