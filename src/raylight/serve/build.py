@@ -34,7 +34,11 @@ def serve_config(cfg: ServeConfig) -> dict[str, Any]:
     http: dict[str, Any] = {"host": cfg.host, "port": cfg.port}
     if cfg.proxy_timeout_s:
         http["request_timeout_s"] = cfg.proxy_timeout_s
-    return {"proxy_location": cfg.proxy_location, "http_options": http, "applications": [application(cfg)]}
+    return {
+        "proxy_location": cfg.proxy_location,
+        "http_options": http,
+        "applications": [application(cfg)],
+    }
 
 
 def rayservice(cfg: ServeConfig, image: str = kuberay.IMAGE) -> dict[str, Any]:
