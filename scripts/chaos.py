@@ -11,8 +11,8 @@ survived:
 - ``sweep_node_loss``: ``raylight submit -- tune`` with one-CPU trials on both nodes; the worker
   node is killed once a trial there has reported. Every trial must end TERMINATED (the one that
   lost its node is retried from its checkpoint), no trial that had finished is run again.
-- ``serve_replica_kill`` / ``serve_node_loss``: ``raylight serve`` with 2 replicas under a
-  bounded request loop (127.0.0.1 only); one replica actor is killed, or the node hosting a
+- ``serve_replica_kill`` / ``serve_node_loss``: ``raylight serve`` autoscaling between 2 and 3
+  replicas under a bounded request loop (127.0.0.1 only); one replica actor is killed, or the node hosting a
   replica. Failures must stay within the requests in flight at the kill, and Serve must be
   back to 2 running replicas.
 
@@ -242,6 +242,8 @@ def _mlflow_history(
 
 def train_node_loss(workdir: Path, epochs: int = 40, kill_after: int = 3) -> Outcome:
     """Kill the worker node while a 2-worker elastic training job runs on both nodes."""
+    import pandas as pd
+
     out = workdir / "out"
     with local_cluster(workdir) as cluster:
         job = _raylight(
@@ -281,6 +283,10 @@ def train_node_loss(workdir: Path, epochs: int = 40, kill_after: int = 3) -> Out
         ep for ep, (_, _, v) in before.items() if abs(logged.get(ep - 1, float("nan")) - v) > 5e-5
     ]
     complete = sorted(s for s, _ in hist) == list(range(epochs))
+    # The driver's epoch log (logs/epochs.csv) must hold every epoch once, too.
+    log = out / "runs" / "nodeloss" / "logs" / "epochs.csv"
+    logged_epochs = [int(x) for x in pd.read_csv(log)["epoch"]] if log.exists() else []
+    complete = complete and logged_epochs == list(range(epochs))
     ok = rc == 0 and not lost and complete and n_runs == 1 and repeats == 0
     return Outcome(
         "train_node_loss",
@@ -507,8 +513,11 @@ def serve_faults(workdir: Path) -> list[Outcome]:
             return [Outcome("serve_replica_kill", False, "training the bundle failed", 0)]
         deploy = _raylight(
             ["submit", "--follow", *cluster.args, "--", "serve", f"bundle={out}/runs/m/bundle",
-             f"name={app}", f"port={port}", "proxy_location=HeadOnly", "num_replicas=2",
-             "num_cpus=0.25", "drift.enabled=false", f"output_dir={out}"],
+             f"name={app}", f"port={port}", "proxy_location=HeadOnly", "num_cpus=0.25",
+             # Autoscaling with a floor of 2: what restores capacity after a loss is Serve's
+             # controller holding the deployment at its minimum, as in production.
+             "autoscaling={min_replicas: 2, max_replicas: 3, target_ongoing_requests: 8}",
+             "drift.enabled=false", f"output_dir={out}"],
             cluster.env,
         )  # fmt: skip
         lines = _Lines(deploy)

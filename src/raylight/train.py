@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -296,66 +295,16 @@ def _parallel_strategy(t: dict[str, Any], world_size: int) -> str | None:
     return str(t["strategy"])
 
 
-def _checkpoint_epoch(checkpoint: Any) -> int | None:
-    """The (0-based) epoch a reported checkpoint ends, from its ``checkpoint_epoch=NNNN`` name."""
-    m = re.search(r"checkpoint_epoch=(\d+)", str(getattr(checkpoint, "path", "") or ""))
-    return int(m.group(1)) if m else None
-
-
-def _csv_logger(logs_dir: str, kept_epoch: int | None) -> Any:
-    """Lightning's CSVLogger, except that a retried or resumed attempt continues the file.
-
-    Lightning deletes ``metrics.csv`` whenever its directory is not empty, so a worker group
-    restarted after a node loss would erase the epochs it had already reported. Here rows up
-    to the checkpoint's epoch are kept and later ones (about to be trained again) dropped.
-
-    Args:
-        logs_dir: The run's ``logs`` directory.
-        kept_epoch: The epoch the attempt resumes after; ``None`` for a fresh run.
-    """
-    import csv
-
-    from lightning.pytorch.loggers import CSVLogger
-    from lightning.pytorch.loggers.csv_logs import ExperimentWriter
-
-    class _ContinuingWriter(ExperimentWriter):
-        def _check_log_dir_exists(self) -> None:
-            if kept_epoch is None or not self._fs.isfile(self.metrics_file_path):
-                super()._check_log_dir_exists()
-                return
-            with self._fs.open(self.metrics_file_path, "r", newline="") as f:
-                reader = csv.DictReader(f)
-                keys = list(reader.fieldnames or [])
-                rows = [
-                    r for r in reader if r.get("epoch") and int(float(r["epoch"])) <= kept_epoch
-                ]
-            with self._fs.open(self.metrics_file_path, "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=keys)
-                writer.writeheader()
-                writer.writerows(rows)
-            self.metrics_keys = sorted(keys)
-
-    class _ContinuingCSVLogger(CSVLogger):
-        @property
-        def experiment(self) -> Any:
-            if self._experiment is None:
-                self._fs.makedirs(self.root_dir, exist_ok=True)
-                self._experiment = _ContinuingWriter(log_dir=self.log_dir)
-            return self._experiment
-
-    return _ContinuingCSVLogger(logs_dir, name="", version="")
-
-
-def _lightning_trainer(
-    config: dict[str, Any], callbacks: list[Any], world_size: int, kept_epoch: int | None = None
-) -> pl.Trainer:
+def _lightning_trainer(config: dict[str, Any], callbacks: list[Any], world_size: int) -> pl.Trainer:
     import lightning.pytorch as pl
     from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment, prepare_trainer
 
     t = config["trainer"]
     loggers: list[Any] = []
     if "csv" in config["tracking"]["backends"]:
-        loggers.append(_csv_logger(config["_run"]["logs_dir"], kept_epoch))
+        from lightning.pytorch.loggers import CSVLogger
+
+        loggers.append(CSVLogger(config["_run"]["logs_dir"], name="", version=""))
     parallel = _parallel_strategy(t, world_size)
     strategy: Any = "auto"
     if parallel == "ddp":
@@ -438,8 +387,7 @@ def fit_lightning(config: dict[str, Any], session: Any) -> None:
     # A checkpoint from this run (worker-failure retry, `resume=` of the same run, a restored
     # Tune trial) wins; otherwise an explicit checkpoint directory from another run.
     checkpoint = session.get_checkpoint()
-    kept = _checkpoint_epoch(checkpoint) if checkpoint is not None else None
-    trainer = _lightning_trainer(config, callbacks, world_size=session.world_size, kept_epoch=kept)
+    trainer = _lightning_trainer(config, callbacks, world_size=session.world_size)
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             trainer.fit(
@@ -530,6 +478,47 @@ def versions() -> dict[str, str]:
         except md.PackageNotFoundError:
             out[pkg] = "unknown"
     return out
+
+
+class EpochLog:
+    """``logs/epochs.csv``: one row per reported epoch, written by the driver.
+
+    The workers' own CSV log (Lightning's ``logs/metrics.csv``) belongs to one worker-group
+    attempt: a group restarted after a node or worker loss rewrites it, and rows not yet
+    flushed die with the worker. Reports reach the driver, which is never restarted, so this
+    file holds every epoch a checkpoint was reported for, once (a re-reported epoch replaces
+    its row), also across ``resume=`` of the same run directory.
+    """
+
+    def __init__(self, uri: str) -> None:
+        import io
+
+        import pandas as pd
+
+        from raylight.data.sources import filesystem_and_path
+
+        self.uri = uri
+        self.rows: dict[int, dict[str, Any]] = {}
+        fs, path = filesystem_and_path(uri)
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        if fs.get_file_info(path).type.name == "File":
+            with fs.open_input_stream(path) as f:
+                old = pd.read_csv(io.BytesIO(f.read()))
+            self.rows = {int(r["epoch"]): r for r in old.to_dict("records")}
+
+    def add(self, metrics: dict[str, Any]) -> None:
+        import pandas as pd
+
+        if "epoch" not in metrics:
+            return
+        self.rows[int(metrics["epoch"])] = {k: v for k, v in metrics.items() if _scalar(v)}
+        frame = pd.DataFrame([self.rows[e] for e in sorted(self.rows)])
+        cols = ["epoch", *sorted(c for c in frame.columns if c != "epoch")]
+        _write_text(self.uri, frame[cols].to_csv(index=False))
+
+
+def _scalar(v: Any) -> bool:
+    return isinstance(v, (int, float, str, bool)) and not isinstance(v, dict)
 
 
 class _Progress:
@@ -635,7 +624,9 @@ def score(b: bundle_io.Bundle, ds: Any) -> dict[str, float]:
         if len(batch["label"]) == 0:
             continue
         res = b.predict_encoded(batch["features"])
-        ys.append(batch["label"])
+        # A copy: the batch's arrays can be zero-copy views of a whole Ray Data block, and
+        # keeping a view keeps the block (features and all) alive until the end.
+        ys.append(np.array(batch["label"], copy=True))
         outs.append(res["proba"] if b.task == "classification" else res["value"])
     if not ys:
         return {}
@@ -798,7 +789,8 @@ def _train_tracked(
         clock["last"] = now
         tracker.log_metrics(m, step=int(m.get("epoch", 0)))
 
-    progress = _Progress(cfg.trainer.max_epochs, printer, sinks=[track_epoch])
+    epoch_log = EpochLog(run_dir + "/logs/epochs.csv")
+    progress = _Progress(cfg.trainer.max_epochs, printer, sinks=[track_epoch, epoch_log.add])
     trainer = torch_trainer(
         cfg, plain, data, storage_path=run_dir, name="train", callbacks=[progress.callback()]
     )
