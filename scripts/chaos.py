@@ -29,7 +29,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,8 @@ from dataclasses import asdict, dataclass, field
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
+
+from raylight.net import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -60,12 +61,6 @@ class Outcome:
 
 
 # ----------------------------------------------------------------------------- the cluster
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
@@ -101,12 +96,12 @@ def local_cluster(workdir: Path) -> Iterator[Cluster]:
     """Head + worker node on 127.0.0.1 with fast node-failure detection, torn down after."""
     state = workdir / "cluster"
     state.mkdir(parents=True, exist_ok=True)
-    gcs, dash = _free_port(), _free_port()
+    gcs, dash = free_port(), free_port()
     env = _clean_env(
         RAYLIGHT_CLUSTER_DIR=str(state),
         RAYLIGHT_GCS_PORT=str(gcs),
         RAYLIGHT_DASHBOARD_PORT=str(dash),
-        RAYLIGHT_CLIENT_PORT=str(_free_port()),
+        RAYLIGHT_CLIENT_PORT=str(free_port()),
         BIN=str(BIN),
         # The GCS declares a node dead after 3 missed 1 s health checks (Ray's defaults, 3 s x
         # 5, suit real networks; here they would only make every scenario slower).
@@ -501,7 +496,7 @@ def _serve_fault(
 def serve_faults(workdir: Path) -> list[Outcome]:
     """A replica's process, then the worker node hosting a replica, killed under load."""
     out = workdir / "out"
-    port = _free_port()
+    port = free_port()
     app = "chaos"
     with local_cluster(workdir) as cluster:
         train = _raylight(

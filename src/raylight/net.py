@@ -1,4 +1,5 @@
-"""A TCP reachability probe: fail in seconds where client SDKs would retry for minutes."""
+"""Small TCP helpers: a reachability probe (fail in seconds where client SDKs would retry for
+minutes) and a free loopback port."""
 
 from __future__ import annotations
 
@@ -15,3 +16,10 @@ def unreachable(url: str, default_port: int, timeout_s: float = 3.0) -> OSError 
             return None
     except OSError as exc:
         return exc
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for a server about to bind it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

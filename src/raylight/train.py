@@ -518,7 +518,7 @@ class EpochLog:
 
 
 def _scalar(v: Any) -> bool:
-    return isinstance(v, (int, float, str, bool)) and not isinstance(v, dict)
+    return isinstance(v, (int, float, str, bool))
 
 
 class _Progress:

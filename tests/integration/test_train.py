@@ -144,6 +144,9 @@ def test_resume_continues_from_the_checkpoint_epoch(ray_session, outdir: Path) -
     assert run.info.status == "FINISHED"
     steps = [s for s, _ in mlflow_runs.history(outdir, run.info.run_id, "val_loss")]
     assert steps == [0, 1, 2, 3]
+    # The driver's epoch log continues across resume= too: the first run's rows are kept.
+    epochs = pd.read_csv(Path(first.run_dir) / "logs" / "epochs.csv")
+    assert list(epochs["epoch"]) == [0, 1, 2, 3]
 
 
 def test_killed_worker_is_retried_and_the_run_completes(

@@ -51,6 +51,13 @@ def test_build_writes_a_serve_config_serve_accepts(bundle_dir: str, tmp_path: Pa
     assert inner["applications"][0]["args"] == app.args
     head = svc["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]
     assert head["image"] == "example/raylight:1"
+    # Proxies on every node by default (Serve's own default); HeadOnly when configured.
+    assert doc["proxy_location"] == "EveryNode"
+    one = load_serve_config([f"bundle={bundle_dir}", "proxy_location=HeadOnly"])
+    head_only = write(one, str(tmp_path / "deploy2"), image="example/raylight:1")
+    assert (
+        yaml.safe_load(Path(head_only["serve_config"]).read_text())["proxy_location"] == "HeadOnly"
+    )
 
 
 def test_bad_serve_config_lists_every_problem(bundle_dir: str) -> None:
