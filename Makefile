@@ -68,6 +68,7 @@ bench: setup
 	$(BIN)/python benchmarks/tune_overhead.py --variants ray_defaults,raylight
 	$(BIN)/python benchmarks/tune_efficiency.py
 	$(BIN)/python benchmarks/serve_bench.py
+	$(BIN)/python benchmarks/serve_bench.py --model text
 
 # Fault scenarios on a local two-node cluster: scenario -> outcome -> data lost (must be 0).
 chaos: setup

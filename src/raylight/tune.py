@@ -200,24 +200,34 @@ def decode_params(params: dict[str, Any], space: dict[str, Domain]) -> dict[str,
     return out
 
 
-def searcher(s: TuneSettings, seed: int) -> Any:
-    """Optuna TPE (seeded) for ``optuna``; Tune's variant generator for random and grid."""
+def searcher(s: TuneSettings, seed: int, max_t: int | None = None) -> Any:
+    """Optuna TPE (seeded) for ``optuna``; Tune's variant generator for random and grid.
+
+    Args:
+        s: The sweep's settings.
+        seed: The search's seed.
+        max_t: Epochs of a full trial. With ASHA, a single-objective trial that ends before it
+            was stopped early, and Optuna is told so
+            (:class:`~raylight.optuna_search.MultiFidelityOptunaSearch`).
+    """
     if s.search != "optuna":
         from ray.tune.search import BasicVariantGenerator
 
         return BasicVariantGenerator(random_state=seed)
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
 
     objectives = s.objective_list()
     multi = len(objectives) > 1
     kwargs = {"n_startup_trials": s.startup_trials} if s.startup_trials else {}
     sampler = optuna.samplers.TPESampler(seed=seed, **kwargs)
-    return OptunaSearch(
+    from raylight.optuna_search import MultiFidelityOptunaSearch
+
+    return MultiFidelityOptunaSearch(
         metric=[o.metric for o in objectives] if multi else objectives[0].metric,
         mode=[o.mode for o in objectives] if multi else objectives[0].mode,
         sampler=sampler,
         seed=seed,
+        full_epochs=max_t if s.scheduler.type == "asha" and not multi else None,
     )
 
 
@@ -534,7 +544,7 @@ def _run_sweep(
             tune_config=tune.TuneConfig(
                 metric=None if multi else first.metric,
                 mode=None if multi else first.mode,
-                search_alg=searcher(s, seed),
+                search_alg=searcher(s, seed, max_t),
                 scheduler=scheduler,
                 num_samples=s.num_samples,
                 max_concurrent_trials=concurrency,

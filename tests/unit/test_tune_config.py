@@ -105,3 +105,43 @@ def test_list_choices_survive_the_optuna_encoding() -> None:
     }
     encoded = {"model.hidden_dims": _categorical([64, 32]), "model.lr": 0.15}
     assert decode_params(encoded, space) == {"model.hidden_dims": [64, 32], "model.lr": 0.15}
+
+
+def test_asha_stopped_trials_reach_optuna_as_pruned_with_their_last_value() -> None:
+    from optuna.trial import TrialState
+
+    from raylight.tune import searcher, tune_domain
+
+    cfg = load_tune_config(BASE)
+    assert cfg.tune.scheduler.type == "asha" and cfg.tune.search == "optuna"
+    alg = searcher(cfg.tune, 0, max_t=6)
+    alg.set_search_properties(
+        cfg.tune.metric, cfg.tune.mode, {k: tune_domain(d) for k, d in cfg.tune.space.items()}
+    )
+    m = cfg.tune.metric
+    for tid, epochs in (("stopped", 2), ("full", 6), ("failed", 1)):
+        alg.suggest(tid)
+        for it in range(1, epochs + 1):
+            alg.on_trial_result(tid, {m: 1.0 / it, "training_iteration": it})
+    alg.on_trial_complete("stopped", {m: 0.5, "training_iteration": 2})
+    alg.on_trial_complete("full", {m: 1 / 6, "training_iteration": 6})
+    alg.on_trial_complete("failed", error=True)
+    trials = {t.number: t for t in alg._ot_study.trials}
+    assert [trials[i].state for i in range(3)] == [
+        TrialState.PRUNED,  # Optuna keeps its last intermediate value; TPE ranks it behind "full"
+        TrialState.COMPLETE,
+        TrialState.FAIL,
+    ]
+    assert trials[0].value == pytest.approx(0.5) and trials[0].last_step == 2
+    assert trials[1].value == pytest.approx(1 / 6)
+
+    # Without a scheduler every trial that ends completes, as in Tune.
+    fifo = load_tune_config([*BASE, "tune.scheduler.type=none"])
+    alg = searcher(fifo.tune, 0, max_t=6)
+    alg.set_search_properties(
+        m, fifo.tune.mode, {k: tune_domain(d) for k, d in fifo.tune.space.items()}
+    )
+    alg.suggest("short")
+    alg.on_trial_result("short", {m: 0.7, "training_iteration": 1})
+    alg.on_trial_complete("short", {m: 0.7, "training_iteration": 1})
+    assert alg._ot_study.trials[0].state == TrialState.COMPLETE
