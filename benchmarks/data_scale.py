@@ -421,6 +421,7 @@ def summarize_run(
         "train": (marks.get("train_start", end), marks.get("train_end", end)),
         "bundle+test": (marks.get("train_end", end), end),
     }
+
     def peak(i: int) -> dict[str, int | None]:
         return {
             name: max((s[i] for s in samples if lo <= s[0] <= hi), default=None)
