@@ -60,7 +60,7 @@ lint: setup
 
 # Every benchmark on this machine (CPU), one after another (each compares against its own
 # baseline in the same run); each writes benchmarks/results/*.json and regenerates RESULTS.md
-# and results/summary.png. About an hour on 2 cores; run on an otherwise idle machine.
+# and results/summary.png. 36 minutes on 2 idle cores (2026-11-27); run on an otherwise idle machine.
 bench: setup
 	$(BIN)/python benchmarks/train_overhead.py
 	$(BIN)/python benchmarks/ingest.py

@@ -228,7 +228,9 @@ def run_raylight(epochs: int, rep: int, workdir: Path, overrides: list[str]) -> 
         [
             *overrides,
             f"trainer.max_epochs={epochs}",
-            f"output_dir='{workdir / 'outputs'}'",
+            # One directory per repeat: MLflow caches its SQLite engine per URI in-process, and
+            # a database deleted under that engine reads as "readonly" on the next repeat.
+            f"output_dir='{workdir / f'outputs-{rep}'}'",
             f"run_name=bench-{NAME}-{rep}",
             f"trainer.callbacks=[{{_target_:_timing.StepTimer,out:'{out}'}}]",
         ]
@@ -240,7 +242,7 @@ def run_raylight(epochs: int, rep: int, workdir: Path, overrides: list[str]) -> 
     summary["run_training_timings_s"] = res.timings
     summary["data_stage_s"] = res.timings["data_s"]
     summary["test_accuracy"] = res.test_metrics.get("accuracy")
-    shutil.rmtree(workdir / "outputs", ignore_errors=True)
+    shutil.rmtree(workdir / f"outputs-{rep}", ignore_errors=True)
     return summary
 
 
