@@ -238,7 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=10.0, help="measured seconds per point")
     p.add_argument("--warmup", type=float, default=2.0)
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
-    p.add_argument("--bundle", default=None, help="serve this bundle (default: train one)")
+    p.add_argument(
+        "--bundle",
+        default=None,
+        help="serve this bundle (default: train one); a bundle of --model's data set",
+    )
     p.add_argument("--max-batch-size", type=int, default=32)
     p.add_argument("--wait-timeout-s", type=float, default=0.0)
     p.add_argument("--quick", action="store_true", help="3 s per point: a smoke run")
@@ -246,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         "--model",
         choices=sorted(TRAIN_OVERRIDES),
         default="adult",
-        help="which bundle to train and serve when --bundle is not given (default adult)",
+        help="the data set requests are drawn from, and the bundle trained when --bundle is "
+        "not given (default adult)",
     )
     p.add_argument(
         "--no-noop", action="store_true", help="skip the no-op Serve deployment (the ceiling)"
@@ -338,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    what = "Adult record" if args.model == "adult" or args.bundle else "review (MiniLM)"
+    what = "Adult record" if args.model == "adult" else "review (MiniLM)"
     t = Table(title=f"serve_bench: one {what} per request, closed loop, client on the same machine")
     for col in ("c", "server", "req/s", "p50 ms", "p99 ms", "errors", "ratio req/s (b)/(a)"):
         t.add_column(col, justify="right")
@@ -366,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     top = max(args.concurrency)
     a = next(r for r in results["plain"] if r["concurrency"] == top)
     b = next(r for r in results["raylight"] if r["concurrency"] == top)
-    name = NAME if args.model == "adult" or args.bundle else f"{NAME}_{args.model}"
+    name = NAME if args.model == "adult" else f"{NAME}_{args.model}"
     what = "Adult MLP" if name == NAME else "MiniLM text classifier"
     claim = f"{name}: raylight serve (Serve + batching) vs plain FastAPI/uvicorn, {what}, c={top}"
     save_result(
