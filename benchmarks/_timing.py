@@ -108,8 +108,9 @@ def _batch_size(batch: Any) -> int:
 class StepTimer(pl.Callback):
     """Lightning callback around :class:`StepLog`; writes the log as JSON at the end of fit.
 
-    Put it last in the callback list: its ``on_train_epoch_end`` then marks the end of the
-    other callbacks' epoch-end work (in raylight: checkpoint and report to Ray Train).
+    Its ``on_train_epoch_end`` runs after the module's and the plain callbacks' and before any
+    ``Checkpoint`` callback's (Lightning orders them so): raylight's checkpoint and report to Ray
+    Train fall after it, in the ``epoch_end_to_start`` segment.
 
     Args:
         out: JSON file to write (rank 0 only; every rank trains the same steps under DDP).
@@ -175,8 +176,9 @@ def _boundaries(
     """Median time between epochs, split at the events recorded in between.
 
     Segments, from the last step of epoch e-1 to the first step of epoch e: ``to_val``,
-    ``val`` (validation), ``val_to_epoch_end`` (the other callbacks' epoch-end work),
-    ``epoch_end_to_start`` (loop bookkeeping), ``epoch_start_to_first_step`` (a new pass over
+    ``val`` (validation), ``val_to_epoch_end`` (the module's and plain callbacks' epoch-end
+    work), ``epoch_end_to_start`` (Checkpoint callbacks, which Lightning runs after the others —
+    raylight's checkpoint and report — and loop bookkeeping), ``epoch_start_to_first_step`` (a new pass over
     the data starting: iterator set-up and the first batch). Paths without validation
     report ``to_val``/``val``/``val_to_epoch_end`` as None.
     """

@@ -350,7 +350,7 @@ def print_tables(report: dict[str, Any], info: dict[str, Any], args: argparse.Na
                 "epoch_start_to_first_step",
             )
         )
-        + "  (val_to_epoch_end = checkpoint + report to Ray Train)"
+        + "  (epoch_end_to_start = checkpoint + report to Ray Train)"
     )
     console.print(f"(c) after the last step until run_training() returned: {c['teardown_s']:.2f} s")
     vd = report["ratios"]["raylight_vs_default_torch"]

@@ -176,10 +176,15 @@ def _report_callback(session: Any, run_name: str, plain_model: Any) -> Any:
         run_name: Names the local temp dirs.
         plain_model: Builds a fresh, unwrapped model (for a partial bundle under FSDP).
     """
-    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import Checkpoint
 
-    class ReportCheckpointCallback(pl.Callback):
+    class ReportCheckpointCallback(Checkpoint):
         """Report epoch metrics; rank 0 attaches the checkpoint.
+
+        A Lightning ``Checkpoint`` (not a plain ``Callback``): Lightning runs those after the
+        module's own ``on_train_epoch_end`` and after the other callbacks, so the report sees
+        metrics the module logs at the epoch's end (raylight's models log their epoch means
+        there) and a stop an ``EarlyStopping`` decided.
 
         Unlike Ray's stock callback, only rank 0 writes and uploads a checkpoint (all ranks
         hold the same DDP weights; FSDP gathers them to rank 0), the weights also go out as
@@ -328,7 +333,9 @@ def _lightning_trainer(config: dict[str, Any], callbacks: list[Any], world_size:
         deterministic=t["deterministic"],
         callbacks=callbacks,
         logger=loggers or False,
-        enable_checkpointing=False,  # Ray owns checkpoints
+        # Ray Train owns checkpoints: True only because Lightning refuses a Checkpoint callback
+        # (the report callback is one) otherwise; with one present it adds no ModelCheckpoint.
+        enable_checkpointing=True,
         enable_progress_bar=False,  # progress is shown on the driver
         enable_model_summary=False,
         num_sanity_val_steps=0,

@@ -8,6 +8,8 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
+from raylight.models.epoch_means import EpochMeans
+
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
 
 
@@ -57,6 +59,8 @@ class TabularMLP(pl.LightningModule):
         self.task = task
         self.lr = lr
         self.weight_decay = weight_decay
+        val = ("val_loss", "val_acc" if task == "classification" else "val_rmse_std")
+        self.epoch_means = EpochMeans({"train": ("train_loss",), "val": val})
         layers: list[nn.Module] = []
         width = input_dim
         for h in hidden_dims:
@@ -79,22 +83,36 @@ class TabularMLP(pl.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         out = self(batch["features"])
         loss = self._loss(out, batch["label"])
-        n = batch["label"].shape[0]
-        # on_epoch with sync_dist: one all-reduce per epoch, not per step.
-        self.log("train_loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=n)
+        # Accumulated on the device, logged once per epoch (on_train_epoch_end), not self.log
+        # per step: see raylight.models.epoch_means.
+        self.epoch_means.add("train", [loss], int(batch["label"].shape[0]))
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         out = self(batch["features"])
         label = batch["label"]
-        n = label.shape[0]
-        self.log("val_loss", self._loss(out, label), on_epoch=True, sync_dist=True, batch_size=n)
+        loss = self._loss(out, label)
         if self.task == "classification":
-            acc = (out.argmax(-1) == label).float().mean()
-            self.log("val_acc", acc, on_epoch=True, sync_dist=True, batch_size=n)
+            second = (out.argmax(-1) == label).float().mean()
         else:
-            rmse_z = torch.sqrt(nn.functional.mse_loss(out, label.float()))
-            self.log("val_rmse_std", rmse_z, on_epoch=True, sync_dist=True, batch_size=n)
+            # Mean squared error here; the epoch's value is the square root of its mean.
+            second = nn.functional.mse_loss(out, label.float())
+        self.epoch_means.add("val", [loss, second], int(label.shape[0]))
+
+    def _log_epoch(self, stage: str) -> None:
+        means = self.epoch_means.pop(stage, self.trainer.strategy)
+        if "val_rmse_std" in means:
+            means["val_rmse_std"] = torch.sqrt(means["val_rmse_std"])
+        for name, value in means.items():
+            # Already the mean over every rank; sync_dist only keeps Lightning from warning
+            # (a mean of equal values).
+            self.log(name, value, sync_dist=True)
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
