@@ -200,7 +200,7 @@ def decode_params(params: dict[str, Any], space: dict[str, Domain]) -> dict[str,
     return out
 
 
-def searcher(s: TuneSettings, seed: int, max_t: int | None = None) -> Any:
+def searcher(s: TuneSettings, seed: int, max_t: int | None = None, max_concurrent: int = 0) -> Any:
     """Optuna TPE (seeded) for ``optuna``; Tune's variant generator for random and grid.
 
     Args:
@@ -209,11 +209,14 @@ def searcher(s: TuneSettings, seed: int, max_t: int | None = None) -> Any:
         max_t: Epochs of a full trial. With ASHA, a single-objective trial that ends before it
             was stopped early, and Optuna is told so
             (:class:`~raylight.optuna_search.MultiFidelityOptunaSearch`).
+        max_concurrent: Trials at once for random and grid (0: no limit). Tune ignores
+            ``TuneConfig.max_concurrent_trials`` when it is handed a variant generator (it warns
+            and runs every trial at once), so the generator carries the limit itself.
     """
     if s.search != "optuna":
         from ray.tune.search import BasicVariantGenerator
 
-        return BasicVariantGenerator(random_state=seed)
+        return BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent)
     import optuna
 
     objectives = s.objective_list()
@@ -544,10 +547,11 @@ def _run_sweep(
             tune_config=tune.TuneConfig(
                 metric=None if multi else first.metric,
                 mode=None if multi else first.mode,
-                search_alg=searcher(s, seed, max_t),
+                search_alg=searcher(s, seed, max_t, concurrency),
                 scheduler=scheduler,
                 num_samples=s.num_samples,
-                max_concurrent_trials=concurrency,
+                # Random/grid: the generator holds the limit (see searcher).
+                max_concurrent_trials=concurrency if s.search == "optuna" else None,
                 # One-worker trials run in the trial process: reusing it skips a process start and
                 # the torch/Lightning imports per trial (benchmarks/tune_overhead.py: 2.4 s →
                 # 0.2 s per trial). Multi-worker trials own a TorchTrainer: fresh actors.
@@ -628,6 +632,31 @@ def _run_sweep(
     )  # fmt: skip
 
 
+def _close_unrecorded_children(
+    mlrun: Any, state: dict[str, Any], trial_ids: set[str], say: Any
+) -> None:
+    """Close child runs the sweep state never recorded (the driver died between MLflow creating
+    a trial's run and the state file naming it): KILLED and tagged orphaned, like lost trials.
+    """
+    live = {
+        ids["mlflow"]["run_id"]
+        for tid, ids in state["trials"].items()
+        if tid in trial_ids and "mlflow" in ids
+    }
+    try:
+        eid = mlrun.client.get_run(mlrun.run_id).info.experiment_id
+        children = mlrun.client.search_runs(
+            [eid], filter_string=f"tags.mlflow.parentRunId = '{mlrun.run_id}'", max_results=10000
+        )
+        for run in children:
+            if run.info.run_id in live or run.info.status != "RUNNING":
+                continue
+            mlrun.client.set_tag(run.info.run_id, "raylight.orphaned", "true")
+            mlrun.client.set_terminated(run.info.run_id, status="KILLED")
+    except Exception as exc:
+        say("tracking", f"could not close the sweep's unrecorded child runs: {exc}")
+
+
 def _finish_sweep_tracking(
     cfg: TuneRunConfig,
     parent: Any,
@@ -661,6 +690,7 @@ def _finish_sweep_tracking(
                 mlrun.client.set_terminated(ids["mlflow"]["run_id"], status="KILLED")
             except Exception as exc:
                 say("tracking", f"could not close the run of lost trial {tid}: {exc}")
+        _close_unrecorded_children(mlrun, state, trial_ids, say)
     if child and mlrun is not None:
         try:
             mlrun.client.set_tag(child["run_id"], "raylight.best", "true")

@@ -164,7 +164,8 @@ def test_sweep_resumes_after_the_driver_is_killed(ray_session, outdir: Path) -> 
     assert sorted(r.data.tags["raylight.trial_id"] for r in live) == sorted(trials["trial_id"])
     assert all(r.info.status == "FINISHED" for r in [*live, parent])
     assert all(r.info.status == "KILLED" for r in orphans)
-    assert not set(r.data.tags["raylight.trial_id"] for r in orphans) & set(trials["trial_id"])
+    # (A run the driver created just before it died may not carry its trial id yet.)
+    assert not {r.data.tags.get("raylight.trial_id") for r in orphans} & set(trials["trial_id"])
 
 
 @pytest.mark.slow  # ~30 s; keeps the default suite under 15 minutes on 2 cores
@@ -199,9 +200,12 @@ def test_multi_worker_trials_stopped_by_asha_do_not_stall(tmp_path: Path) -> Non
     """
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "raylight.cli", "tune", *SWEEP, f"output_dir={out}", "tune.name=mw",
-           "scaling.num_workers=2", "scaling.cpus_per_worker=0.9", "trainer.max_epochs=3", "tune.search=grid", "tune.num_samples=1",
+           "scaling.num_workers=2", "scaling.cpus_per_worker=0.9", "trainer.max_epochs=8", "tune.search=grid", "tune.num_samples=1",
            # A good learning rate first, then two hopeless ones: ASHA must stop those at epoch 1
            # and the sweep must go on to the next trial (the stall this guards against).
+           # Grid order holds only because the generator limits concurrency (Tune ignored
+           # max_concurrent_trials for it: all three started at once, the good one sometimes
+           # last). 8 epochs: Tune's stop reaches a multi-worker trial a report or two late.
            "~tune.space", "+tune.space={model: {lr: {type: grid, values: [0.02, 0.00001, 0.00002]}}}",
            "tune.scheduler.reduction_factor=2", "tune.max_concurrent_trials=1"]  # fmt: skip
     proc = _run_own_ray(cmd, timeout=600)

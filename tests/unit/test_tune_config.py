@@ -145,3 +145,23 @@ def test_asha_stopped_trials_reach_optuna_as_pruned_with_their_last_value() -> N
     alg.on_trial_result("short", {m: 0.7, "training_iteration": 1})
     alg.on_trial_complete("short", {m: 0.7, "training_iteration": 1})
     assert alg._ot_study.trials[0].state == TrialState.COMPLETE
+
+
+def test_random_and_grid_generators_hold_the_concurrency_limit() -> None:
+    """Tune ignores max_concurrent_trials for a variant generator it is handed (it warns and
+    starts every trial at once), so raylight's generator must carry the limit itself."""
+    from ray import tune
+    from ray.tune.experiment import Experiment
+
+    from raylight.tune import searcher
+
+    cfg = load_tune_config([*BASE, "tune.search=random"])
+    gen = searcher(cfg.tune, 0, max_concurrent=1)
+    gen.add_configurations(
+        [Experiment("c", lambda config: None, config={"x": tune.uniform(0, 1)}, num_samples=3)]
+    )
+    first = gen.next_trial()
+    assert first is not None
+    assert gen.next_trial() is None  # one live trial: the next waits
+    gen.on_trial_complete(first.trial_id)
+    assert gen.next_trial() is not None
