@@ -464,6 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     print_tables(report, info, args)
 
     ratio = report["ratios"]["raylight"]["train_samples_per_s"]
+    span_ratio = report["ratios"]["raylight"]["span_samples_per_s"]
     claim = CLAIM if args.device == "cpu" else CLAIM.replace("(samples/s)", "on 1 GPU (samples/s)")
     if args.experiment != "adult_mlp":
         claim = claim.replace("raylight train", f"raylight train experiment={args.experiment}")
@@ -520,7 +521,9 @@ def main(argv: list[str] | None = None) -> int:
                 if mfu.get("raylight") and mfu.get(f"torch@{worker_threads}")
                 else ""
             ),
-            "ratio": f"{ratio:.2f}" + (" (quick run)" if args.quick else ""),
+            # Span: the work between epochs too (validation, checkpoint, report).
+            "ratio": f"{ratio:.2f} (span {span_ratio:.2f})"
+            + (" (quick run)" if args.quick else ""),
             "goal": f"≥ {GOAL}",
             "machine": machine_line(info)
             + (f", {torch.cuda.get_device_name(0)}" if args.device == "cuda" else ""),

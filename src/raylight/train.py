@@ -49,10 +49,15 @@ class TrainSession:
         self.rank = ctx.get_world_rank()
         self.world_size = ctx.get_world_size()
 
-    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None, dir_name: str) -> None:
+    def report(
+        self, metrics: dict[str, Any], checkpoint_dir: str | None, dir_name: str | None
+    ) -> None:
         import ray.train
         from ray.train import Checkpoint
 
+        if dir_name is None:  # an epoch without a checkpoint on any rank
+            ray.train.report(metrics)
+            return
         ckpt = Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=dir_name)
 
@@ -168,13 +173,17 @@ def _torch_batches(ds: Any, config: dict[str, Any], shuffle: bool = False) -> An
     return _TorchBatches(ds, config, shuffle)
 
 
-def _report_callback(session: Any, run_name: str, plain_model: Any) -> Any:
+def _report_callback(
+    session: Any, run_name: str, plain_model: Any, checkpoint_every: int = 1
+) -> Any:
     """Built lazily: Lightning must not be imported at raylight import time.
 
     Args:
         session: Where reports go (:class:`TrainSession` or ``tune.TuneSession``).
         run_name: Names the local temp dirs.
         plain_model: Builds a fresh, unwrapped model (for a partial bundle under FSDP).
+        checkpoint_every: Attach a checkpoint to every Nth epoch's report and the last one
+            (``trainer.checkpoint_every_n_epochs``); the others report metrics only.
     """
     from lightning.pytorch.callbacks import Checkpoint
 
@@ -208,6 +217,11 @@ def _report_callback(session: Any, run_name: str, plain_model: Any) -> Any:
             metrics["step"] = trainer.global_step
             # Model size: a cheap second objective for multi-objective sweeps.
             metrics["model_params"] = self.model_params
+            epoch = trainer.current_epoch
+            last = trainer.should_stop or epoch + 1 >= (trainer.max_epochs or 0)
+            if (epoch + 1) % checkpoint_every and not last:
+                session.report(metrics, None, None)
+                return
             tmp = os.path.join(self.tmp_root, f"epoch_{trainer.current_epoch}")
             os.makedirs(tmp, exist_ok=True)
             # Collectives under DDP/FSDP: every rank calls them, rank 0 writes.
@@ -389,7 +403,8 @@ def fit_lightning(config: dict[str, Any], session: Any) -> None:
 
     model = _maybe_compile(plain_model(), config["trainer"])
     train_loader, val_loader = session.loaders(config)
-    callbacks = [_report_callback(session, run["name"], plain_model)]
+    every = int(config["trainer"].get("checkpoint_every_n_epochs", 1))
+    callbacks = [_report_callback(session, run["name"], plain_model, every)]
     callbacks += [_instantiate(cb) for cb in config["trainer"]["callbacks"]]
     # A checkpoint from this run (worker-failure retry, `resume=` of the same run, a restored
     # Tune trial) wins; otherwise an explicit checkpoint directory from another run.
@@ -935,7 +950,8 @@ def torch_trainer(
     from ray.train.torch import TorchTrainer
 
     # Ray Train propagates this from the driver to its controller (and workers).
-    os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = str(cfg.trainer.controller_poll_s)
+    poll = cfg.trainer.poll_interval_s(cfg.scaling.num_workers)
+    os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = str(poll)
     os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(cfg.scaling.worker_start_timeout_s)
     return TorchTrainer(
         train_loop_per_worker,

@@ -247,7 +247,9 @@ class TuneSession:
         self.train_ds = train_ds
         self.val_ds = val_ds
 
-    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None, dir_name: str) -> None:
+    def report(
+        self, metrics: dict[str, Any], checkpoint_dir: str | None, dir_name: str | None
+    ) -> None:
         from ray import tune
 
         ckpt = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None

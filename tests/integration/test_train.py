@@ -219,3 +219,19 @@ def test_regression_target(ray_session, outdir: Path, tmp_path: Path) -> None:
                         "flipper_length_mm": [217.0], "sex": ["male"]})  # fmt: skip
     pred = b.predict(raw)["prediction"][0]
     assert 3500 < pred < 7000  # grams, decoded from the standardized target
+
+
+def test_checkpoint_every_n_epochs_reports_every_epoch(ray_session, outdir: Path) -> None:
+    """trainer.checkpoint_every_n_epochs=2 over 5 epochs: metrics for all 5, checkpoints at the
+    2nd, 4th and last; the bundle's weights come from a checkpointed epoch."""
+    overrides = ["trainer.max_epochs=5", "scaling.num_workers=1", "run_name=every2",
+                 "trainer.checkpoint_every_n_epochs=2", "trainer.num_checkpoints=5"]  # fmt: skip
+    cfg = load_train_config(penguins_overrides(outdir, *overrides))
+    res = run_training(cfg)
+    assert res.epochs == 5
+    epochs = pd.read_csv(Path(res.run_dir) / "logs" / "epochs.csv")
+    assert list(epochs["epoch"]) == [0, 1, 2, 3, 4]
+    saved = sorted(p.name for p in Path(res.run_dir).rglob("checkpoint_epoch=*") if p.is_dir())
+    assert saved == ["checkpoint_epoch=0001", "checkpoint_epoch=0003", "checkpoint_epoch=0004"]
+    result = json.loads((Path(res.run_dir) / "result.json").read_text())
+    assert Path(result["checkpoint_path"]).name in saved

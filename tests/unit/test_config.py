@@ -271,3 +271,20 @@ def test_elastic_scaling_bounds_are_checked_and_reach_ray_train() -> None:
     assert not _scaling(
         load_train_config(["data=penguins", "scaling.num_workers=2"])
     ).elasticity_enabled
+
+
+def test_controller_poll_interval_default_grows_with_workers() -> None:
+    cfg = load_train_config([])
+    assert cfg.trainer.controller_poll_s is None
+    assert cfg.trainer.poll_interval_s(1) == pytest.approx(0.05)
+    assert cfg.trainer.poll_interval_s(10) == pytest.approx(0.05)
+    assert cfg.trainer.poll_interval_s(30) == pytest.approx(0.15)
+    assert load_train_config(["trainer.controller_poll_s=0.5"]).trainer.poll_interval_s(64) == 0.5
+    with pytest.raises(ConfigError, match="controller_poll_s"):
+        load_train_config(["trainer.controller_poll_s=0"])
+
+
+def test_checkpoint_every_n_epochs_is_checked() -> None:
+    assert load_train_config([]).trainer.checkpoint_every_n_epochs == 1
+    with pytest.raises(ConfigError, match="checkpoint_every_n_epochs"):
+        load_train_config(["trainer.checkpoint_every_n_epochs=0"])
