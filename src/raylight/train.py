@@ -356,7 +356,29 @@ def _lightning_trainer(config: dict[str, Any], callbacks: list[Any], world_size:
         log_every_n_steps=10,
         profiler=_profiler(t.get("profiler"), config["_run"]["logs_dir"]),
     )
+    if parallel:
+        _skip_sigterm_broadcast(trainer)
     return prepare_trainer(trainer) if parallel else trainer
+
+
+def _skip_sigterm_broadcast(trainer: pl.Trainer) -> None:
+    """Drop Lightning's per-step SIGTERM broadcast where it can only ever send "no".
+
+    Lightning (2.5.2+) broadcasts a "received SIGTERM" flag from rank 0 before every training
+    step of a multi-process run: one extra collective per step, and a host-device sync on GPUs
+    (Lightning issue #21487; a `broadcast_sigterm_every_n_steps` option is proposed upstream).
+    Lightning sets its SIGTERM handler only from the main thread, and Ray Train runs the training
+    function in another thread, so here the flag is never set; a worker that dies is handled by
+    Ray Train (the group restarts from the last checkpoint). On 2 CPUs the broadcast cost
+    ~3 ms per DDP step (benchmarks/train_scaling.py).
+    """
+    import threading
+
+    loop = trainer.fit_loop.epoch_loop
+    if threading.current_thread() is threading.main_thread():
+        return  # Lightning's handler is live in the main thread: keep its broadcast
+    if hasattr(loop, "_broadcast_sigterm_tensor"):
+        loop._broadcast_sigterm_tensor = lambda: None  # type: ignore[method-assign]
 
 
 def _profiler(kind: str | None, logs_dir: str) -> Any:

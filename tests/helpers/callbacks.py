@@ -63,3 +63,34 @@ class CorruptFile(pl.Callback):
         if trainer.global_rank == 0 and trainer.current_epoch == self.epoch:
             with open(self.path, "r+b") as f:
                 f.write(b"this is not a database any more" * 4096)
+
+
+class BroadcastCounter(pl.Callback):
+    """Counts ``torch.distributed.broadcast`` calls during training on each rank (the real
+    function still runs) and writes ``out_dir/broadcasts{R}.json`` with the steps trained."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = out_dir
+        self.count = 0
+        self._real = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        import torch.distributed as dist
+
+        self._real = real = dist.broadcast
+
+        def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+            self.count += 1
+            return real(*args, **kwargs)
+
+        dist.broadcast = counting
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        import torch.distributed as dist
+
+        dist.broadcast = self._real
+        Path(self.out_dir).mkdir(parents=True, exist_ok=True)
+        record = {"broadcasts": self.count, "steps": trainer.global_step}
+        (Path(self.out_dir) / f"broadcasts{trainer.global_rank}.json").write_text(
+            json.dumps(record)
+        )

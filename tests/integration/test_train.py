@@ -32,7 +32,10 @@ def test_two_workers_learn_share_data_and_bundle_round_trips(
     ray_session, outdir: Path, tmp_path: Path
 ) -> None:
     shards = tmp_path / "shards"
-    cb = f"trainer.callbacks=[{{_target_:helpers.callbacks.ShardRecorder,out_dir:'{shards}'}}]"
+    cb = (
+        f"trainer.callbacks=[{{_target_:helpers.callbacks.ShardRecorder,out_dir:'{shards}'}},"
+        f"{{_target_:helpers.callbacks.BroadcastCounter,out_dir:'{shards}'}}]"
+    )
     runner = CliRunner()
     res = runner.invoke(
         app,
@@ -67,6 +70,12 @@ def test_two_workers_learn_share_data_and_bundle_round_trips(
     rows0, rows1 = per_rank[0][0]["rows"], per_rank[1][0]["rows"]
     assert rows0 > 0 and rows0 == rows1
     assert rows0 + rows1 <= result["data_summary"]["split_rows"]["train"]
+
+    # No per-step collective beyond DDP's own: Lightning's SIGTERM broadcast is skipped (its
+    # handler cannot be set in Ray Train's training thread, so it could only ever send "no").
+    for r in (0, 1):
+        counted = json.loads((shards / f"broadcasts{r}.json").read_text())
+        assert counted["steps"] > 0 and counted["broadcasts"] < counted["steps"], counted
 
     # the bundle predicts exactly what the checkpointed in-memory model predicts
     b = bundle.load(result["bundle_path"])
