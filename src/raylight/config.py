@@ -338,9 +338,10 @@ class TrainerConfig(_Strict):
     def poll_interval_s(self, num_workers: int) -> float:
         """``controller_poll_s``, or the measured default for this many workers.
 
-        benchmarks/train_scaling.py on 2 CPUs: one worker, 0.05 s cut the wait between epochs
-        from 67 to 28 ms at no cost per step; two DDP workers filling both CPUs stepped 0.7-1.2
-        ms slower at 0.05 s than at 0.2 s (two runs), more than the shorter wait gained back.
+        On 2 CPUs (benchmarks/train_overhead.py, train_scaling.py): one worker, 0.05 s cut the
+        wait between epochs from 67 to 28 ms at no cost per step; two DDP workers filling both
+        CPUs looked slower per step at 0.05 s (6.4-6.6 ms against 5.4-6.8 ms at 0.2 s; noisy), so
+        several workers keep the more conservative 0.2 s.
         """
         if self.controller_poll_s is not None:
             return self.controller_poll_s
