@@ -373,12 +373,17 @@ def _require_state_api() -> None:
     try:
         from ray.util.state import list_placement_groups
 
+        # No address on purpose: this finds the cluster the way Ray Train's own State API calls
+        # will. With several Ray instances on one machine both fail ("Found multiple active Ray
+        # instances"); telling it our address here only turned that into a stalled sweep.
+
         list_placement_groups(limit=1, timeout=10, raise_on_missing_output=False)
     except Exception as exc:
         raise ConfigError([(
             "scaling.num_workers",
             "multi-worker sweep trials need Ray's State API (start the cluster with the dashboard, "
-            f"e.g. cluster.include_dashboard=true, which raylight does for its embedded cluster): {exc}",
+            f"e.g. cluster.include_dashboard=true, which raylight does for its embedded cluster; "
+            f"with several Ray instances on this machine, stop the others): {exc}",
         )]) from None  # fmt: skip
 
 
