@@ -331,8 +331,8 @@ class TrainerConfig(_Strict):
         le=60,
         description="How often Ray Train's controller collects worker reports. Each report blocks "
         "the worker until collected, so Ray's 2 s default stalls every short epoch. null: 0.05 s "
-        "for one worker, 0.2 s for several (+5 ms per worker beyond 10): each poll calls every "
-        "worker, which slowed DDP steps on busy CPUs.",
+        "for one worker, 0.2 s for several (each poll calls every worker, which looked slower "
+        "per DDP step on busy CPUs).",
     )
 
     def poll_interval_s(self, num_workers: int) -> float:
@@ -345,9 +345,7 @@ class TrainerConfig(_Strict):
         """
         if self.controller_poll_s is not None:
             return self.controller_poll_s
-        if num_workers <= 1:
-            return 0.05
-        return 0.2 + 0.005 * max(0, num_workers - 10)
+        return 0.05 if num_workers <= 1 else 0.2
 
     @field_validator("precision", mode="before")
     @classmethod

@@ -222,7 +222,7 @@ def _report_callback(
             if (epoch + 1) % checkpoint_every and not last:
                 session.report(metrics, None, None)
                 return
-            tmp = os.path.join(self.tmp_root, f"epoch_{trainer.current_epoch}")
+            tmp = os.path.join(self.tmp_root, f"epoch_{epoch}")
             os.makedirs(tmp, exist_ok=True)
             # Collectives under DDP/FSDP: every rank calls them, rank 0 writes.
             trainer.save_checkpoint(os.path.join(tmp, CKPT_NAME), weights_only=False)
@@ -234,7 +234,7 @@ def _report_callback(
                 with open(os.path.join(tmp, "metrics.json"), "w") as f:
                     json.dump(metrics, f)
                 ckpt_dir = tmp
-            session.report(metrics, ckpt_dir, f"checkpoint_epoch={trainer.current_epoch:04d}")
+            session.report(metrics, ckpt_dir, f"checkpoint_epoch={epoch:04d}")
             shutil.rmtree(tmp, ignore_errors=True)
 
         def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:

@@ -639,11 +639,15 @@ def _run_sweep(
     )  # fmt: skip
 
 
-def _close_unrecorded_children(
+def _close_orphaned_children(
     mlrun: Any, state: dict[str, Any], trial_ids: set[str], say: Any
 ) -> None:
-    """Close child runs the sweep state never recorded (the driver died between MLflow creating
-    a trial's run and the state file naming it): KILLED and tagged orphaned, like lost trials.
+    """Close every child run of the sweep's parent that belongs to no trial of the finished
+    sweep: KILLED and tagged ``raylight.orphaned``.
+
+    Such runs come from a driver that died mid-sweep: trials it started after Tune last saved
+    its state (``resume=`` re-proposes them under new ids), and a run MLflow created just before
+    the sweep state could record it. One search over the parent's children finds both.
     """
     live = {
         ids["mlflow"]["run_id"]
@@ -656,12 +660,12 @@ def _close_unrecorded_children(
             [eid], filter_string=f"tags.mlflow.parentRunId = '{mlrun.run_id}'", max_results=10000
         )
         for run in children:
-            if run.info.run_id in live or run.info.status != "RUNNING":
+            if run.info.run_id in live:
                 continue
             mlrun.client.set_tag(run.info.run_id, "raylight.orphaned", "true")
             mlrun.client.set_terminated(run.info.run_id, status="KILLED")
     except Exception as exc:
-        say("tracking", f"could not close the sweep's unrecorded child runs: {exc}")
+        say("tracking", f"could not close the sweep's orphaned child runs: {exc}")
 
 
 def _finish_sweep_tracking(
@@ -689,15 +693,7 @@ def _finish_sweep_tracking(
     child = (state["trials"].get(best["trial_id"]) or {}).get("mlflow")
     mlrun = parent.get("mlflow")
     if mlrun is not None:
-        for tid, ids in state["trials"].items():
-            if tid in trial_ids or "mlflow" not in ids:
-                continue
-            try:
-                mlrun.client.set_tag(ids["mlflow"]["run_id"], "raylight.orphaned", "true")
-                mlrun.client.set_terminated(ids["mlflow"]["run_id"], status="KILLED")
-            except Exception as exc:
-                say("tracking", f"could not close the run of lost trial {tid}: {exc}")
-        _close_unrecorded_children(mlrun, state, trial_ids, say)
+        _close_orphaned_children(mlrun, state, trial_ids, say)
     if child and mlrun is not None:
         try:
             mlrun.client.set_tag(child["run_id"], "raylight.best", "true")

@@ -278,7 +278,7 @@ def test_controller_poll_interval_default_depends_on_workers() -> None:
     assert cfg.trainer.controller_poll_s is None
     assert cfg.trainer.poll_interval_s(1) == pytest.approx(0.05)
     assert cfg.trainer.poll_interval_s(2) == pytest.approx(0.2)
-    assert cfg.trainer.poll_interval_s(30) == pytest.approx(0.3)
+    assert cfg.trainer.poll_interval_s(30) == pytest.approx(0.2)
     assert load_train_config(["trainer.controller_poll_s=0.5"]).trainer.poll_interval_s(64) == 0.5
     with pytest.raises(ConfigError, match="controller_poll_s"):
         load_train_config(["trainer.controller_poll_s=0"])

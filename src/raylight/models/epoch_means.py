@@ -44,15 +44,12 @@ class EpochMeans:
         names = self.names[stage]
         sums = self._sums.pop(stage, None)
         count = self._counts.pop(stage, 0)
-        device = getattr(strategy, "root_device", None)
-        if sums is None:
-            sums = torch.zeros(len(names), device=device)
+        if sums is None:  # on the device the other ranks' sums are on (the model's)
+            sums = torch.zeros(len(names), device=getattr(strategy, "root_device", None))
         # Count last, as float64: exact for any row count, and one collective for all values;
         # made on the sums' device (a GPU's, when the model trains there).
         count_t = torch.tensor([float(count)], dtype=torch.float64, device=sums.device)
         packed = torch.cat([sums.double(), count_t])
-        if device is not None:
-            packed = packed.to(device)
         total = strategy.reduce(packed, reduce_op="sum")  # type: ignore[attr-defined]
         if float(total[-1]) == 0.0:
             return {}
