@@ -298,6 +298,7 @@ def test_switch_canary_and_rollback_without_failed_requests(
     assert v1 != v2
     name = ["name=rollout", "route_prefix=/rollout"]
     url = sd.deploy(_cfg(bundles["v1"], serve_port, *name)).url
+    deployed_at = time.monotonic()
     try:
         with _steady_load(url, clients=4) as seen:
             time.sleep(1.0)
@@ -317,6 +318,10 @@ def test_switch_canary_and_rollback_without_failed_requests(
             res = sd.rollback(cfg)  # back to v1
             assert res.versions["stable"]["version"] == v1
             time.sleep(1.0)
+        # Every switch reconfigured the running replica in place (no restart, no new process):
+        # it has been up since the first deploy.
+        uptime = requests.get(url + "/metadata", timeout=10).json()["uptime_s"]
+        assert uptime >= time.monotonic() - deployed_at - 0.5
     finally:
         sd.shutdown("rollout")
     codes = [c for c, _ in seen]

@@ -582,7 +582,35 @@ def build_app(args: ServeAppArgs) -> Any:
         from raylight.serve.monitor import Monitor
 
         name = "monitor" if args.deployment != "monitor" else "model-monitor"
-        monitor = Monitor.options(name=name).bind(
-            args.drift.model_dump(mode="json"), args.request_log.model_dump(mode="json")
+        monitor_args = (
+            args.drift.model_dump(mode="json"),
+            args.request_log.model_dump(mode="json"),
         )
-    return ModelServer.options(**options).bind(settings, schema, monitor)
+        monitor = Monitor.options(
+            name=name, version=code_version(*monitor_args), _internal=True
+        ).bind(*monitor_args)
+    # A fixed version for the same code and init args: Serve then applies a new user_config (a
+    # switch, canary or rollback) to the running replicas instead of replacing them. Without
+    # one, serve.run gives every deploy a random version, i.e. a full rolling restart.
+    version = code_version(settings, schema, monitor is not None)
+    return ModelServer.options(**options, version=version, _internal=True).bind(
+        settings, schema, monitor
+    )
+
+
+def code_version(*init_args: Any) -> str:
+    """A deployment's code version: raylight's serving code plus the replica's init args.
+
+    Equal versions let Serve reconfigure running replicas in place; anything that changes what
+    a replica builds in ``__init__`` (the code, the settings, the input schema) must change it,
+    or replicas would keep serving with the old ones.
+    """
+    import hashlib
+    import json
+    from pathlib import Path
+
+    h = hashlib.sha256()
+    for src in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(src.read_bytes())
+    h.update(json.dumps(init_args, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
