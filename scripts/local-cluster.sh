@@ -28,6 +28,17 @@ TOKEN="$DIR/token"
 export RAY_AUTH_MODE=token
 export RAY_AUTH_TOKEN_PATH="$TOKEN"
 export RAY_USAGE_STATS_ENABLED=0
+# Serve's HTTP ingress: Ray's HAProxy (raylight's default where ray[serve] installed its binary).
+export RAY_SERVE_ENABLE_HA_PROXY=${RAY_SERVE_ENABLE_HA_PROXY:-1}
+# A request whose replica died after taking it (no response at all) is retried on another one:
+# /predict is idempotent. Ray's default retries only connections that never opened.
+export RAY_SERVE_HAPROXY_RETRY_ON=${RAY_SERVE_HAPROXY_RETRY_ON:-conn-failure empty-response}
+# HAProxy's config under this cluster's temp dir: its process then carries the path, so `down`
+# stops it with the rest (killed daemons leave it running, holding its ports). Its admin socket
+# stays in Ray's default place: HAProxy allows socket paths of at most 97 characters.
+export RAY_SERVE_HAPROXY_CONFIG_FILE_LOC="$TMP/hap/haproxy.cfg"
+export RAY_SERVE_HAPROXY_SERVER_STATE_BASE="$TMP/hap"
+export RAY_SERVE_HAPROXY_SERVER_STATE_FILE="$TMP/hap/server-state"
 # Job entrypoints run `python ...`: on this cluster that is the project's environment.
 export PATH="$BIN:$PATH"
 

