@@ -385,9 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         name += "_proxy"  # Serve's Python proxy: kept beside the default's row, not over it
     what = "Adult MLP" if args.model == "adult" else "MiniLM text classifier"
     via = "HAProxy ingress" if ingress == "haproxy" else "Serve's proxy"
-    claim = (
-        f"{name}: raylight serve (Serve + batching, {via}) vs plain FastAPI/uvicorn, {what}, c={top}"
-    )
+    claim = f"{name}: raylight serve (Serve + batching, {via}) vs plain FastAPI/uvicorn, {what}, c={top}"
     save_result(
         {
             "benchmark": NAME,
