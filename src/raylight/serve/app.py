@@ -36,6 +36,7 @@ logger = logging.getLogger("ray.serve")
 USER_CONFIG_KEYS = ("stable", "canary", "canary_weight", "previous", "registry")
 FLUSH_S = 1.0  # how often a replica sends what it served to the monitor
 MAX_LOG_BACKLOG = 10  # request-log rows held while the monitor is unreachable, times flush_rows
+INLINE_PREDICT_S = 0.005  # batches averaging longer than this are predicted in a thread
 
 
 @dataclass
@@ -187,6 +188,9 @@ class ModelServer:
         self._pending: dict[str, dict[str, Any]] = {}
         self._flusher: asyncio.Task | None = None
         self._monitor_failed_at = 0.0
+        self._predict_s = 0.0  # moving average of a batch's prediction time
+        self._request_counts: dict[tuple[str, str], int] = {}
+        self._counts_flusher: asyncio.Task | None = None
         # One intra-op thread per CPU the replica was given: more only contends with the proxy.
         torch.set_num_threads(max(1, int(self.args.num_cpus or 1)))
         self._predict_batch.set_max_batch_size(self.args.batch.max_batch_size)
@@ -283,9 +287,17 @@ class ModelServer:
             v = versions.get(route) or versions["stable"]
             rows = [rec for i in idx for rec in items[i][1]]
             self.metrics.batch_records.observe(len(rows))
-            # Inline, not in a thread: for the models served here one batch is well under a
-            # millisecond of compute, and a thread hop per batch costs more than it frees.
-            preds = _predict_rows(v.bundle, rows)
+            # Inline while batches are fast (a small model's batch is well under a millisecond,
+            # less than a thread hop costs); in a thread while they average more than
+            # INLINE_PREDICT_S, so a large model never stalls the event loop that accepts
+            # requests and answers health checks.
+            t0 = time.perf_counter()
+            if self._predict_s > INLINE_PREDICT_S:
+                preds = await asyncio.to_thread(_predict_rows, v.bundle, rows)
+            else:
+                preds = _predict_rows(v.bundle, rows)
+            # A moving average, so one slow batch (the first call warms torch up) decides nothing.
+            self._predict_s = 0.8 * self._predict_s + 0.2 * (time.perf_counter() - t0)
             start = 0
             for i in idx:
                 n = len(items[i][1])
@@ -383,6 +395,26 @@ class ModelServer:
                 if time.monotonic() - self._monitor_failed_at > 60:
                     self._monitor_failed_at = time.monotonic()
                     logger.warning("raylight: the monitor did not take a report: %s", exc)
+
+    def count_request(self, route: str, version: str) -> None:
+        """Count an answered request; the counter is sent in sums every ``FLUSH_S``.
+
+        One metric update per request measurably costs a small model's replica; Prometheus
+        scrapes every few seconds anyway. Counts of the last second are lost if the replica dies.
+        """
+        key = (route, version)
+        self._request_counts[key] = self._request_counts.get(key, 0) + 1
+        if self._counts_flusher is None or self._counts_flusher.done():
+            self._counts_flusher = asyncio.get_running_loop().create_task(self._flush_counts())
+
+    async def _flush_counts(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_S)
+            counts, self._request_counts = self._request_counts, {}
+            for (route, version), n in counts.items():
+                self.metrics.requests.inc(
+                    n, tags={"route": route, "model_version": version, "status": "200"}
+                )
 
     async def predict_records(self, records: list[dict[str, Any]]) -> tuple[dict, list]:
         """Predict validated records (also callable through a deployment handle)."""
@@ -550,7 +582,15 @@ def build_app(args: ServeAppArgs) -> Any:
             )
     options: dict[str, Any] = {
         "name": args.deployment,
-        "ray_actor_options": {"num_cpus": args.num_cpus, "num_gpus": args.num_gpus},
+        "ray_actor_options": {
+            "num_cpus": args.num_cpus,
+            "num_gpus": args.num_gpus,
+            # Run the app on the replica's own event loop instead of a second thread: a
+            # request no longer crosses threads twice (~1.2-1.3x requests/s here). Safe because
+            # nothing here blocks that loop for long: bundles load in a thread, and a batch
+            # whose prediction is slow moves to a thread too (ModelServer._predict_batch).
+            "runtime_env": {"env_vars": {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}},
+        },
         "max_ongoing_requests": args.max_ongoing_requests,
         "max_queued_requests": args.max_queued_requests,
         "user_config": user_config(args),

@@ -82,6 +82,18 @@ async def _send_error(send: Any, status: int, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+async def _within(awaitable: Any, timeout_s: float) -> Any:
+    """``await`` with a deadline; raises asyncio.TimeoutError past it.
+
+    ``asyncio.timeout`` (Python 3.11+) runs it in the current task; ``wait_for`` would wrap it
+    in a new task on every request.
+    """
+    if hasattr(asyncio, "timeout"):
+        async with asyncio.timeout(timeout_s):
+            return await awaitable
+    return await asyncio.wait_for(awaitable, timeout=timeout_s)
+
+
 def _node_metrics_url() -> str | None:
     """This node's Prometheus endpoint (Ray's metrics agent), where Serve metrics land."""
     import ray
@@ -148,7 +160,8 @@ def build_fastapi(server: Any) -> FastAPI:
         if not got or not hmac.compare_digest(got.encode(), server.api_key.encode()):
             raise HTTPException(401, "missing or wrong API key", {"WWW-Authenticate": "Bearer"})
 
-    guarded = [Depends(require_key)]
+    # No dependency at all without a key: FastAPI's dependency solving costs every request.
+    guarded = [Depends(require_key)] if server.api_key is not None else []
 
     @app.post(
         "/predict",
@@ -195,9 +208,7 @@ def build_fastapi(server: Any) -> FastAPI:
         if "stable" not in server.versions:
             return error(503, "model not loaded yet", "not_ready", **{"Retry-After": "1"})
         try:
-            info, preds = await asyncio.wait_for(
-                server.predict_records(records), timeout=args.request_timeout_s
-            )
+            info, preds = await _within(server.predict_records(records), args.request_timeout_s)
         except asyncio.TimeoutError:
             return error(504, f"prediction took longer than {args.request_timeout_s} s", "timeout")
         bad = [
@@ -208,9 +219,7 @@ def build_fastapi(server: Any) -> FastAPI:
         if bad:
             # The request schema cannot express every contract rule; the bundle's check can.
             return error(422, "record(s) break the model's data contract", "contract", bad)
-        metrics.requests.inc(
-            tags={"route": info["route"], "model_version": info["version"], "status": "200"}
-        )
+        server.count_request(info["route"], info["version"])
         metrics.latency.observe((time.perf_counter() - t0) * 1000, tags={"route": info["route"]})
         return JSONResponse({"predictions": preds, "model": info})
 
