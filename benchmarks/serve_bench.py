@@ -119,8 +119,14 @@ def _noop_app() -> Any:
     """A Serve deployment that reads the request body and returns a constant."""
     from ray import serve
 
+    from raylight.serve.app import REPLICA_ENV
+
+    # The same replica settings as raylight's (the app on the replica's own event loop).
     @serve.deployment(
-        name="noop", max_ongoing_requests=256, logging_config={"enable_access_log": False}
+        name="noop",
+        max_ongoing_requests=256,
+        logging_config={"enable_access_log": False},
+        ray_actor_options={"runtime_env": {"env_vars": REPLICA_ENV}},
     )
     class Noop:
         async def __call__(self, request: Any) -> dict[str, Any]:
