@@ -17,8 +17,13 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "1")
 os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "30")
-# raylight's default Serve ingress on Linux (cluster.serve_ingress=auto): Ray's HAProxy.
-os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
+# raylight's default Serve ingress on Linux (cluster.serve_ingress=auto): Ray's HAProxy, set up
+# as an embedded cluster has it (the fixture below starts Ray itself).
+from raylight.cluster import HAPROXY_PORT_ENV, embedded_haproxy_env  # noqa: E402 (imports no ray)
+
+for _key, _value in embedded_haproxy_env().items():
+    if _key not in HAPROXY_PORT_ENV:  # those only for the session's Ray (see ray_session)
+        os.environ.setdefault(_key, _value)
 # Every test's runs go to the embedded store under its own output dir, never a user's server.
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 # The pii salt must be in the environment Ray's workers (and Serve replicas) inherit.
@@ -36,6 +41,10 @@ def ray_session(tmp_path_factory: pytest.TempPathFactory):
     from raylight.cluster import _configure_data
 
     temp = tmp_path_factory.mktemp("ray")
+    # HAProxy's free stats/metrics ports reach this Ray's processes only: a `raylight serve` a
+    # test starts inherits os.environ, and must pick its own ports.
+    ports = {k: v for k, v in embedded_haproxy_env().items() if k in HAPROXY_PORT_ENV}
+    os.environ.update(ports)
     ray.init(
         num_cpus=2,
         include_dashboard=False,
@@ -51,6 +60,8 @@ def ray_session(tmp_path_factory: pytest.TempPathFactory):
             }
         },
     )
+    for key in ports:
+        os.environ.pop(key)
     _configure_data()
     yield ray
     ray.shutdown()

@@ -74,12 +74,8 @@ def init(cluster: ClusterConfig, runtime_env: dict[str, Any] | None = None) -> b
     if cluster.mode == "local":
         # Before ray.init: the Serve controller, proxies and replicas inherit this environment.
         if serve_ingress(cluster) == "haproxy":
-            for key, value in HAPROXY_ENV.items():
+            for key, value in embedded_haproxy_env().items():
                 os.environ[key] = os.environ.get(key, value) if key in TUNABLE_ENV else value
-            # HAProxy's stats page and Prometheus exporter listen on fixed ports (8404, 9101)
-            # by default: free ones per embedded instance, so two can run on one machine.
-            for key in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT"):
-                os.environ.setdefault(key, str(_free_port()))
         else:
             os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "0"
         kwargs.update(
@@ -107,7 +103,25 @@ HAPROXY_ENV = {
     # retries only connections that never opened.
     "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response",
 }
-TUNABLE_ENV = {"RAY_SERVE_HAPROXY_RETRY_ON"}  # an operator's own value wins
+# Only where this process starts the cluster (HAProxy is then the only load balancer in front):
+# a stopping replica stays reachable for 2 s, not Ray's 30 s (meant for external load balancers
+# such as a cloud ALB). HAProxy is told at once and retries refused connections elsewhere; 30 s
+# made every Ctrl-C of `raylight serve` and every app deletion wait half a minute.
+EMBEDDED_HAPROXY_ENV = {"RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2"}
+# HAProxy's stats page and Prometheus exporter listen on fixed ports (8404, 9101) by default:
+# an embedded cluster takes free ones, so two can run on one machine.
+HAPROXY_PORT_ENV = ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT")
+# An operator's own value of these wins.
+TUNABLE_ENV = {"RAY_SERVE_HAPROXY_RETRY_ON", *EMBEDDED_HAPROXY_ENV, *HAPROXY_PORT_ENV}
+
+
+def embedded_haproxy_env() -> dict[str, str]:
+    """The environment an embedded cluster with the HAProxy ingress starts with."""
+    return {
+        **HAPROXY_ENV,
+        **EMBEDDED_HAPROXY_ENV,
+        **{key: str(_free_port()) for key in HAPROXY_PORT_ENV},
+    }
 
 
 def _free_port() -> int:
