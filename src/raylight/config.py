@@ -476,6 +476,12 @@ class ClusterConfig(_Strict):
                 f"dashboard_host={self.dashboard_host} exposes the dashboard and Jobs API beyond "
                 "this machine; set cluster.allow_insecure=true to do it anyway"
             )
+        if self.mode != "local" and self.serve_ingress != "auto":
+            raise ValueError(
+                f"serve_ingress={self.serve_ingress} applies to an embedded cluster only; a "
+                "running cluster's Serve ingress is set where it starts (RAY_SERVE_ENABLE_HA_PROXY"
+                ", as the manifests in cluster/ do)"
+            )
         return self
 
 

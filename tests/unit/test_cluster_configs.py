@@ -100,3 +100,17 @@ def test_render_kuberay_job_from_a_config(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert bad.returncode == 2 and "trainer.max_epochs" in bad.stderr
+
+
+def test_cluster_launchers_and_local_cluster_start_serve_with_haproxy() -> None:
+    """The same ingress environment as raylight.cluster.HAPROXY_ENV (the manifests use it)."""
+    from raylight.cluster import HAPROXY_ENV
+
+    for path in LAUNCHERS:
+        text = " ".join(path.read_text().split())
+        assert text.count("RAY_SERVE_ENABLE_HA_PROXY=1") == 2, path.name  # head and workers
+        retry = HAPROXY_ENV["RAY_SERVE_HAPROXY_RETRY_ON"]
+        assert text.count(f"RAY_SERVE_HAPROXY_RETRY_ON='{retry}'") == 2, path.name
+    script = (ROOT / "scripts" / "local-cluster.sh").read_text()
+    for key, value in HAPROXY_ENV.items():
+        assert f"{key}=${{{key}:-{value}}}" in script, key

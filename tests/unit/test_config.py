@@ -320,3 +320,23 @@ def test_serve_ingress_choice(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
         ingress("haproxy")
     with pytest.raises(ConfigError, match="serve_ingress"):
         load_serve_config([bundle, "cluster.serve_ingress=nginx"])
+    # A running cluster's ingress is its own environment's: asking for one there is an error.
+    with pytest.raises(ConfigError, match="embedded cluster only"):
+        load_serve_config(
+            [
+                bundle,
+                "cluster=address",
+                "cluster.address=127.0.0.1:6379",
+                "+cluster.serve_ingress=proxy",
+            ]
+        )
+
+
+def test_embedded_haproxy_env_takes_free_ports_and_a_short_drain() -> None:
+    from raylight.cluster import HAPROXY_ENV, HAPROXY_PORT_ENV, embedded_haproxy_env
+
+    env = embedded_haproxy_env()
+    assert HAPROXY_ENV.items() <= env.items()
+    ports = {int(env[k]) for k in HAPROXY_PORT_ENV}
+    assert len(ports) == 2 and not ports & {8404, 9101}
+    assert float(env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"]) < 30

@@ -57,3 +57,29 @@ def test_request_model_from_schema_names_fields_and_refuses_bad_values(tmp_path:
             assert field in fields, (bad, fields)
         else:
             raise AssertionError(f"accepted {bad}")
+
+
+def test_slow_calls_move_off_the_event_loop_and_fast_ones_come_back() -> None:
+    import asyncio
+    import threading
+    import time
+
+    from raylight.serve.app import InlineOrThread
+
+    runner = InlineOrThread(limit_s=0.005)
+
+    def where(sleep_s: float) -> int:
+        time.sleep(sleep_s)
+        return threading.get_ident()
+
+    async def calls(sleep_s: float, n: int) -> list[bool]:
+        loop_thread = threading.get_ident()
+        return [await runner.run(where, sleep_s) != loop_thread for _ in range(n)]
+
+    fast = asyncio.run(calls(0.0, 5))
+    assert not any(fast) and not runner.threaded
+    # One slow call (a warm-up) decides nothing; a run of them moves the calls to a thread.
+    slow = asyncio.run(calls(0.03, 6))
+    assert slow[0] is False and slow[-1] is True and runner.threaded
+    back = asyncio.run(calls(0.0, 30))
+    assert back[-1] is False and not runner.threaded

@@ -43,6 +43,33 @@ REPLICA_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
 INLINE_PREDICT_S = 0.005  # batches averaging longer than this are predicted in a thread
 
 
+class InlineOrThread:
+    """Run a call on the event loop while it is fast, in a thread while it is slow.
+
+    Inline while calls average at most ``limit_s`` (a small model's batch is well under a
+    millisecond, less than a thread hop costs); in a thread while they average more, so a large
+    model never stalls the event loop that accepts requests and answers health checks. The
+    average is a moving one, so one slow call (the first warms torch up) decides nothing.
+    """
+
+    def __init__(self, limit_s: float) -> None:
+        self.limit_s = limit_s
+        self.mean_s = 0.0
+
+    @property
+    def threaded(self) -> bool:
+        return self.mean_s > self.limit_s
+
+    async def run(self, fn: Any, *args: Any) -> Any:
+        t0 = time.perf_counter()
+        if self.threaded:
+            out = await asyncio.to_thread(fn, *args)
+        else:
+            out = fn(*args)
+        self.mean_s = 0.8 * self.mean_s + 0.2 * (time.perf_counter() - t0)
+        return out
+
+
 @dataclass
 class LoadedVersion:
     """One bundle in memory, ready to predict."""
@@ -192,7 +219,7 @@ class ModelServer:
         self._pending: dict[str, dict[str, Any]] = {}
         self._flusher: asyncio.Task | None = None
         self._monitor_failed_at = 0.0
-        self._predict_s = 0.0  # moving average of a batch's prediction time
+        self._predictor = InlineOrThread(INLINE_PREDICT_S)
         self._request_counts: dict[tuple[str, str], int] = {}
         self._counts_flusher: asyncio.Task | None = None
         # One intra-op thread per CPU the replica was given: more only contends with the proxy.
@@ -291,17 +318,7 @@ class ModelServer:
             v = versions.get(route) or versions["stable"]
             rows = [rec for i in idx for rec in items[i][1]]
             self.metrics.batch_records.observe(len(rows))
-            # Inline while batches are fast (a small model's batch is well under a millisecond,
-            # less than a thread hop costs); in a thread while they average more than
-            # INLINE_PREDICT_S, so a large model never stalls the event loop that accepts
-            # requests and answers health checks.
-            t0 = time.perf_counter()
-            if self._predict_s > INLINE_PREDICT_S:
-                preds = await asyncio.to_thread(_predict_rows, v.bundle, rows)
-            else:
-                preds = _predict_rows(v.bundle, rows)
-            # A moving average, so one slow batch (the first call warms torch up) decides nothing.
-            self._predict_s = 0.8 * self._predict_s + 0.2 * (time.perf_counter() - t0)
+            preds = await self._predictor.run(_predict_rows, v.bundle, rows)
             start = 0
             for i in idx:
                 n = len(items[i][1])
@@ -639,18 +656,21 @@ def build_app(args: ServeAppArgs) -> Any:
 
 
 def code_version(*init_args: Any) -> str:
-    """A deployment's code version: raylight's serving code plus the replica's init args.
+    """A deployment's code version: raylight's code plus the replica's init args.
 
     Equal versions let Serve reconfigure running replicas in place; anything that changes what
-    a replica builds in ``__init__`` (the code, the settings, the input schema) must change it,
-    or replicas would keep serving with the old ones.
+    a replica runs (raylight's code: the app, bundle loading, preprocessing; the settings; the
+    input schema) must change it, or replicas would keep serving with the old ones. Hashing the
+    package's sources (~100 files) costs milliseconds, once per deploy.
     """
     import hashlib
     import json
     from pathlib import Path
 
+    import raylight
+
     h = hashlib.sha256()
-    for src in sorted(Path(__file__).parent.glob("*.py")):
+    for src in sorted(Path(raylight.__file__).parent.rglob("*.py")):
         h.update(src.read_bytes())
     h.update(json.dumps(init_args, sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]
