@@ -594,12 +594,18 @@ def main(argv: list[str] | None = None) -> int:
             results.append(r)
     print_table(results)
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from _results import machine_info
+    from _results import RESULTS_DIR, machine_info, write_results_md
 
-    Path(args.out).write_text(
+    out = Path(args.out)
+    out.write_text(
         json.dumps({"machine": machine_info(), "scenarios": [asdict(r) for r in results]}, indent=2)
     )
     print(f"wrote {args.out}")
+    if out.resolve().parent == RESULTS_DIR.resolve():
+        # RESULTS.md's fault table is rendered from results/chaos.json: refresh it now, not at
+        # the next benchmark's save.
+        write_results_md()
+        print("updated benchmarks/RESULTS.md")
     if not args.keep:
         subprocess.run(["rm", "-rf", str(base)], check=False)
     return 0 if all(r.ok and r.data_lost == 0 for r in results) else 1
