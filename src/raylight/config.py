@@ -782,6 +782,13 @@ class SchedulerConfig(_Strict):
     grace_period: int = Field(1, ge=1)
     reduction_factor: float = Field(2, gt=1)
     max_t: int | None = Field(None, ge=1)
+    brackets: int = Field(
+        1,
+        ge=1,
+        description="ASHA brackets (Hyperband's hedge): bracket s stops trials first at "
+        "grace_period x reduction_factor^s epochs, so later bloomers in the higher brackets "
+        "are not judged on their first epochs.",
+    )
 
 
 DOMAIN_TYPES = ("loguniform", "uniform", "quniform", "randint", "choice", "grid")

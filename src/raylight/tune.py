@@ -234,6 +234,29 @@ def searcher(s: TuneSettings, seed: int, max_t: int | None = None, max_concurren
     )
 
 
+def make_scheduler(s: TuneSettings, max_t: int) -> Any:
+    """ASHA from ``tune.scheduler`` (epochs as time), or FIFO for ``type: none``.
+
+    Single objective: the Tuner hands metric and mode to the scheduler. Multi-objective: ASHA
+    stops on the first objective.
+    """
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if s.scheduler.type != "asha":
+        return FIFOScheduler()
+    objectives = s.objective_list()
+    multi = len(objectives) > 1
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        metric=objectives[0].metric if multi else None,
+        mode=objectives[0].mode if multi else None,
+        max_t=max_t,
+        grace_period=s.scheduler.grace_period,
+        reduction_factor=s.scheduler.reduction_factor,
+        brackets=s.scheduler.brackets,
+    )
+
+
 # ============================================================================ trials
 
 
@@ -499,7 +522,6 @@ def _run_sweep(
     say: Any,
 ) -> SweepResult:
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from raylight.train import _to_yaml, _write_json, _write_text
 
@@ -524,16 +546,7 @@ def _run_sweep(
     first = objectives[0]
     max_t = s.scheduler.max_t or cfg.trainer.max_epochs
     multi = len(objectives) > 1
-    # Single objective: the Tuner hands metric/mode to the scheduler. Multi-objective: ASHA
-    # stops on the first objective.
-    scheduler = (
-        ASHAScheduler(
-            time_attr="training_iteration", metric=first.metric if multi else None, mode=first.mode if multi else None,
-            max_t=max_t, grace_period=s.scheduler.grace_period, reduction_factor=s.scheduler.reduction_factor,
-        )
-        if s.scheduler.type == "asha"
-        else FIFOScheduler()
-    )  # fmt: skip
+    scheduler = make_scheduler(s, max_t)
     concurrency = _concurrency(cfg, per_trial)
     say(
         "search",

@@ -165,3 +165,20 @@ def test_random_and_grid_generators_hold_the_concurrency_limit() -> None:
     assert gen.next_trial() is None  # one live trial: the next waits
     gen.on_trial_complete(first.trial_id)
     assert gen.next_trial() is not None
+
+
+def test_asha_brackets_reach_rays_scheduler_and_a_bad_value_names_its_key() -> None:
+    from raylight.tune import make_scheduler
+
+    cfg = load_tune_config(
+        [*BASE, "tune.scheduler.reduction_factor=3", "tune.scheduler.brackets=2"]
+    )
+    asha = make_scheduler(cfg.tune, max_t=12)
+    # Rungs are (milestone, recorded results). Bracket 0 stops trials first at 1 epoch,
+    # bracket 1 at 3: the hedge for slow starters.
+    first_stops = sorted(min(rung[0] for rung in b._rungs) for b in asha._brackets)
+    assert first_stops == [1, 3]
+    assert len(make_scheduler(load_tune_config(BASE).tune, max_t=12)._brackets) == 1
+    with pytest.raises(ConfigError) as info:
+        load_tune_config([*BASE, "tune.scheduler.brackets=0"])
+    assert "tune.scheduler.brackets" in dict(info.value.problems)
