@@ -189,7 +189,9 @@ def make_step(cfg: TrainConfig, margs: dict[str, Any], device: str) -> Step:
     dev = torch.device(device)
     model = build_model(cfg.model["_target_"], margs).to(dev)
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=model.lr, weight_decay=model.weight_decay)
+    # The model's own optimizer (raylight's fused AdamW where torch supports it).
+    opt = model.configure_optimizers()
+    opt = opt["optimizer"] if isinstance(opt, dict) else opt
 
     def step(batch: Batch) -> None:
         opt.zero_grad()

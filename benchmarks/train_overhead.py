@@ -160,7 +160,10 @@ def run_torch(
     batches = [(x[i : i + bs], y[i : i + bs]) for i in range(0, len(y), bs)]
     model = build_model(cfg.model["_target_"], args).to(dev)
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=model.lr, weight_decay=model.weight_decay)
+    # The model's own optimizer (raylight's fused AdamW where torch supports it), as in (b) and
+    # (c); a warm-up scheduler, if any, is not stepped here: throughput does not depend on it.
+    opt = model.configure_optimizers()
+    opt = opt["optimizer"] if isinstance(opt, dict) else opt
     log = StepLog(sync_cuda=dev.type == "cuda")
     for epoch in range(epochs):
         for xb, yb in batches:

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from raylight.models.epoch_means import EpochMeans
+from raylight.models.optim import adamw
 
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
 
@@ -115,4 +116,4 @@ class TabularMLP(pl.LightningModule):
         self._log_epoch("val")
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        return adamw(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)

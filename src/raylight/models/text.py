@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from raylight.models.optim import adamw
 from raylight.models.tabular import TabularMLP
 
 FINETUNE_MODES = ("full", "freeze", "lora")
@@ -345,7 +346,7 @@ class TextClassifier(TabularMLP):
         groups = [{"params": list(self.net.parameters()), "lr": self.head_lr}]
         if encoder:
             groups.append({"params": encoder, "lr": self.lr})
-        opt = torch.optim.AdamW(groups, weight_decay=self.weight_decay)
+        opt = adamw(groups, weight_decay=self.weight_decay)
         if not self.warmup_steps:
             return opt
         warm = max(int(self.warmup_steps), 1)
