@@ -65,3 +65,8 @@ def test_parameter_groups_and_what_stays_unfused() -> None:
     assert not can_fuse([])
     opt = adamw([torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))], lr=0.1)
     assert opt.param_groups[0]["fused"] is True
+
+
+def test_fused_adamw_false_keeps_torchs_default() -> None:
+    model = TabularMLP(**KW, lr=0.02, fused_adamw=False)
+    assert not model.configure_optimizers().param_groups[0]["fused"]

@@ -31,7 +31,7 @@ def can_fuse(params: Iterable[torch.Tensor]) -> bool:
     )
 
 
-def adamw(params: Iterable[Any], **kwargs: Any) -> torch.optim.AdamW:
+def adamw(params: Iterable[Any], fused: bool = True, **kwargs: Any) -> torch.optim.AdamW:
     """``torch.optim.AdamW`` over parameters or parameter groups, fused when :func:`can_fuse`.
 
     Lightning calls ``configure_optimizers`` after the strategy moved (or wrapped) the model,
@@ -39,9 +39,11 @@ def adamw(params: Iterable[Any], **kwargs: Any) -> torch.optim.AdamW:
 
     Args:
         params: Parameters, or parameter groups (dicts with ``params``).
+        fused: False: torch's default implementation whatever the parameters (the models'
+            ``fused_adamw``, for A/B runs).
         **kwargs: AdamW's arguments (lr, weight_decay, ...).
     """
     items = list(params)
     tensors = [p for item in items for p in (item["params"] if isinstance(item, dict) else [item])]
-    fused = can_fuse(tensors)
+    fused = fused and can_fuse(tensors)
     return torch.optim.AdamW(items, **kwargs, **({"fused": True} if fused else {}))

@@ -29,6 +29,8 @@ class TabularMLP(pl.LightningModule):
         activation: One of relu, gelu, silu, tanh.
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
+        fused_adamw: Step AdamW as one fused kernel where torch supports it (see
+            :func:`raylight.models.optim.adamw`); false: torch's default implementation.
     """
 
     # Filled in by raylight from the data, never from config (config.py checks this).
@@ -46,6 +48,7 @@ class TabularMLP(pl.LightningModule):
         activation: str = "relu",
         lr: float = 1e-3,
         weight_decay: float = 0.0,
+        fused_adamw: bool = True,
     ) -> None:
         super().__init__()
         if activation not in _ACTIVATIONS:
@@ -60,6 +63,7 @@ class TabularMLP(pl.LightningModule):
         self.task = task
         self.lr = lr
         self.weight_decay = weight_decay
+        self.fused_adamw = fused_adamw
         val = ("val_loss", "val_acc" if task == "classification" else "val_rmse_std")
         self.epoch_means = EpochMeans({"train": ("train_loss",), "val": val})
         layers: list[nn.Module] = []
@@ -116,4 +120,6 @@ class TabularMLP(pl.LightningModule):
         self._log_epoch("val")
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return adamw(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        return adamw(
+            self.parameters(), lr=self.lr, weight_decay=self.weight_decay, fused=self.fused_adamw
+        )

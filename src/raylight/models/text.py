@@ -227,6 +227,7 @@ class TextClassifier(TabularMLP):
         head_lr: Learning rate of the head.
         weight_decay: AdamW weight decay.
         warmup_steps: Linear learning-rate warm-up steps.
+        fused_adamw: See :class:`~raylight.models.tabular.TabularMLP`.
     """
 
     INJECTED_ARGS = (
@@ -256,6 +257,7 @@ class TextClassifier(TabularMLP):
         head_lr: float = 1e-3,
         weight_decay: float = 0.01,
         warmup_steps: int = 0,
+        fused_adamw: bool = True,
     ) -> None:
         if task != "classification":
             raise ValueError("TextClassifier is a classifier (data.task=classification)")
@@ -270,7 +272,7 @@ class TextClassifier(TabularMLP):
             )
         super().__init__(
             input_dim, output_dim, task, hidden_dims=(), dropout=0.0, lr=lr,
-            weight_decay=weight_decay,
+            weight_decay=weight_decay, fused_adamw=fused_adamw,
         )  # fmt: skip
         self.save_hyperparameters()
         from raylight.data.text import base_config
@@ -346,7 +348,7 @@ class TextClassifier(TabularMLP):
         groups = [{"params": list(self.net.parameters()), "lr": self.head_lr}]
         if encoder:
             groups.append({"params": encoder, "lr": self.lr})
-        opt = adamw(groups, weight_decay=self.weight_decay)
+        opt = adamw(groups, weight_decay=self.weight_decay, fused=self.fused_adamw)
         if not self.warmup_steps:
             return opt
         warm = max(int(self.warmup_steps), 1)

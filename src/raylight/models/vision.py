@@ -28,6 +28,7 @@ class ImageCNN(TabularMLP):
         dropout: Dropout before the last layer.
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
+        fused_adamw: See :class:`~raylight.models.tabular.TabularMLP`.
     """
 
     INJECTED_ARGS = ("input_dim", "output_dim", "task", "image_shape")
@@ -44,6 +45,7 @@ class ImageCNN(TabularMLP):
         dropout: float = 0.1,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
+        fused_adamw: bool = True,
     ) -> None:
         if task != "classification":
             raise ValueError("ImageCNN is a classifier (data.task=classification)")
@@ -62,6 +64,7 @@ class ImageCNN(TabularMLP):
             dropout=0.0,
             lr=lr,
             weight_decay=weight_decay,
+            fused_adamw=fused_adamw,
         )
         self.save_hyperparameters()
         self.image_shape = (c, h, w)
