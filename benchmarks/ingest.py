@@ -191,7 +191,6 @@ def make_step(cfg: TrainConfig, margs: dict[str, Any], device: str) -> Step:
     model.train()
     # The model's own optimizer (raylight's fused AdamW where torch supports it).
     opt = model.configure_optimizers()
-    opt = opt["optimizer"] if isinstance(opt, dict) else opt
 
     def step(batch: Batch) -> None:
         opt.zero_grad()

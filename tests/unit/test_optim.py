@@ -39,16 +39,25 @@ def test_fused_trains_like_the_default_implementation() -> None:
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
-def test_a_checkpoint_of_the_default_optimizer_resumes_under_the_fused_one() -> None:
-    # A run resumed from a checkpoint written before this optimizer was fused.
+def test_optimizer_state_resumes_across_implementations() -> None:
+    # A run resumed from a checkpoint written before this optimizer was fused: the state
+    # loads and steps; the implementation follows the checkpoint's parameter groups.
     model, plain = _train(lambda m: torch.optim.AdamW(m.parameters(), lr=0.01, weight_decay=0.01))
     resumed = model.configure_optimizers()
     resumed.load_state_dict(plain.state_dict())
+    assert not resumed.param_groups[0]["fused"]
     x = torch.randn(8, 12)
     resumed.zero_grad()
     model(x).sum().backward()
     resumed.step()
     assert all(torch.isfinite(p).all() for p in model.parameters())
+    # A checkpoint written by the fused optimizer resumes fused, with its moments.
+    model, fused = _train(lambda m: m.configure_optimizers())
+    again = model.configure_optimizers()
+    again.load_state_dict(fused.state_dict())
+    assert again.param_groups[0]["fused"] is True
+    p0 = next(model.parameters())
+    torch.testing.assert_close(again.state[p0]["exp_avg"], fused.state[p0]["exp_avg"])
 
 
 def test_parameter_groups_and_what_stays_unfused() -> None:
