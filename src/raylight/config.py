@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import inspect
 import os
 import warnings
 from collections.abc import Sequence
@@ -954,7 +953,13 @@ def _pydantic_problems(err: ValidationError, prefix: str = "") -> list[tuple[str
 
 
 def _check_model(model: dict[str, Any]) -> list[tuple[str, str]]:
-    """Check model kwargs against the target class's constructor signature and annotations."""
+    """Check model kwargs against the target class's constructor signature and annotations.
+
+    Built-in models are checked against their written-out spec (``raylight.models.spec``), so
+    validating a config does not import Lightning; other classes are imported and read.
+    """
+    from raylight.models.spec import ModelSpecError, model_spec
+
     target = model.get("_target_")
     if not isinstance(target, str) or "." not in target:
         return [
@@ -963,52 +968,37 @@ def _check_model(model: dict[str, Any]) -> list[tuple[str, str]]:
                 "must be a dotted class path, e.g. raylight.models.tabular.TabularMLP",
             )
         ]
-    module_name, _, attr = target.rpartition(".")
     try:
-        cls = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        return [("model._target_", f"cannot import {target!r}: {exc}")]
-    import lightning.pytorch as pl
-
-    if not (isinstance(cls, type) and issubclass(cls, pl.LightningModule)):
-        return [("model._target_", f"{target} is not a lightning.pytorch.LightningModule")]
+        spec = model_spec(target)
+    except ModelSpecError as exc:
+        return [("model._target_", str(exc))]
     # These are filled in from the data, never from config (any model takes the first three).
-    injected = set(getattr(cls, "INJECTED_ARGS", ("input_dim", "output_dim", "task")))
-    sig = inspect.signature(cls.__init__)
-    params = {n: p for n, p in sig.parameters.items() if n != "self"}
-    takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    injected = set(spec.injected)
+    params = spec.params
     missing = [a for a in ("input_dim", "output_dim", "task") if a not in params]
-    if missing and not takes_kwargs:
+    if missing and not spec.takes_kwargs:
         return [(
             "model._target_",
-            f"{attr}'s constructor must take input_dim, output_dim and task (set from the "
+            f"{spec.name}'s constructor must take input_dim, output_dim and task (set from the "
             f"data); it lacks {missing}",
         )]  # fmt: skip
-    hints: dict[str, Any] = {}
-    try:
-        hints = inspect.get_annotations(cls.__init__, eval_str=True)
-    except Exception:
-        hints = {}
     problems = []
     for key, value in model.items():
         if key in ("_target_", "name"):
             continue
         if key in injected:
             problems.append((f"model.{key}", "is set from the data; remove it from the config"))
-        elif key not in params and not takes_kwargs:
-            problems.append((f"model.{key}", f"unknown argument of {attr}"))
-        elif key in hints:
+        elif key not in params and not spec.takes_kwargs:
+            problems.append((f"model.{key}", f"unknown argument of {spec.name}"))
+        elif key in params and params[key].annotation is not None:
             try:
-                TypeAdapter(hints[key]).validate_python(value, strict=False)
+                TypeAdapter(params[key].annotation).validate_python(value, strict=False)
             except ValidationError as exc:
                 problems.append((f"model.{key}", exc.errors()[0]["msg"] + f" (got {value!r})"))
+            except Exception:
+                pass  # a hint pydantic cannot validate against: accept the value
     for name, p in params.items():
-        if (
-            p.default is p.empty
-            and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
-            and name not in injected
-            and name not in model
-        ):
+        if p.required and name not in injected and name not in model:
             problems.append((f"model.{name}", "required argument is missing"))
     return problems
 
@@ -1016,11 +1006,11 @@ def _check_model(model: dict[str, Any]) -> list[tuple[str, str]]:
 def _check_model_fits_data(model: dict[str, Any], data: DataConfig) -> list[tuple[str, str]]:
     """An image (text) model needs exactly one image (text) feature; a tabular one takes any
     features but no text (a bag of token ids is not a tabular feature)."""
-    try:
-        from hydra.utils import get_class
+    from raylight.models.spec import ModelSpecError, model_spec
 
-        injected = getattr(get_class(str(model.get("_target_"))), "INJECTED_ARGS", ())
-    except Exception:
+    try:
+        injected = model_spec(str(model.get("_target_"))).injected
+    except ModelSpecError:
         return []  # _check_model reports an unimportable target
     images = [c for c in data.feature_columns() if c in data.contract.columns
               and data.contract.columns[c].dtype == "image"]  # fmt: skip

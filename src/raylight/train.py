@@ -919,7 +919,10 @@ def model_args_for(cfg: TrainConfig, pre: Any) -> dict[str, Any]:
     """The model's constructor arguments: config values plus sizes injected from the data."""
     args = {k: v for k, v in cfg.model.items() if k not in ("_target_", "name")}
     args.update(input_dim=pre.num_features, output_dim=pre.num_outputs, task=pre.task)
-    injected = _injected(cfg.model["_target_"])
+    from raylight.models.spec import model_spec
+
+    # The spec, not the class: importing a model class imports Lightning on the driver.
+    injected = model_spec(cfg.model["_target_"]).injected
     if pre.images and "image_shape" in injected:
         args["image_shape"] = next(iter(pre.images.values()))["shape"]
     if pre.texts and "text_length" in injected:
@@ -931,12 +934,6 @@ def model_args_for(cfg: TrainConfig, pre: Any) -> dict[str, Any]:
             pad_id=spec["pad_id"],
         )
     return args
-
-
-def _injected(target: str) -> tuple[str, ...]:
-    from hydra.utils import get_class
-
-    return tuple(getattr(get_class(target), "INJECTED_ARGS", ()))
 
 
 def run_info(

@@ -67,13 +67,12 @@ def apply_params(plain: dict[str, Any], params: dict[str, Any]) -> dict[str, Any
 
 def reported_metrics(cfg: TrainConfig) -> set[str] | None:
     """Metrics the configured model reports, or None when the model does not declare them."""
-    from raylight.bundle import _model_class
+    from raylight.models.spec import ModelSpecError, model_spec
 
     try:
-        cls = _model_class(cfg.model["_target_"])
-    except Exception:
+        declared = model_spec(cfg.model["_target_"]).reported_metrics
+    except ModelSpecError:
         return None
-    declared = getattr(cls, "REPORTED_METRICS", None)
     if declared is None:
         return None
     task_metrics = declared.get(cfg.data.task, ()) if isinstance(declared, dict) else declared
