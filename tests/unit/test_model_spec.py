@@ -57,7 +57,7 @@ def test_loading_builtin_configs_imports_neither_lightning_nor_torch() -> None:
 def test_a_users_model_class_is_imported_and_checked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / "my_models.py").write_text(
+    (tmp_path / "spec_test_models.py").write_text(
         textwrap.dedent(
             """
             import lightning.pytorch as pl
@@ -77,15 +77,15 @@ def test_a_users_model_class_is_imported_and_checked(
         )
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    spec = model_spec("my_models.Wide")
+    spec = model_spec("spec_test_models.Wide")
     assert spec.params["width"].required and not spec.params["depth"].required
     assert spec.reported_metrics == ("val_f1",)
 
-    cfg = load_train_config(["data=penguins", "~model", "+model._target_=my_models.Wide",
+    cfg = load_train_config(["data=penguins", "~model", "+model._target_=spec_test_models.Wide",
                              "+model.width=64"])  # fmt: skip
     assert cfg.model["width"] == 64
     with pytest.raises(ConfigError) as info:
-        load_train_config(["data=penguins", "~model", "+model._target_=my_models.Wide",
+        load_train_config(["data=penguins", "~model", "+model._target_=spec_test_models.Wide",
                            "+model.depth=deep", "+model.colour=1"])  # fmt: skip
     problems = dict(info.value.problems)
     assert problems["model.width"] == "required argument is missing"
@@ -93,6 +93,6 @@ def test_a_users_model_class_is_imported_and_checked(
     assert problems["model.colour"] == "unknown argument of Wide"
 
     with pytest.raises(ModelSpecError, match="not a lightning"):
-        model_spec("my_models.NotAModule")
+        model_spec("spec_test_models.NotAModule")
     with pytest.raises(ModelSpecError, match="cannot import"):
-        model_spec("my_models.Missing")
+        model_spec("spec_test_models.Missing")
