@@ -142,6 +142,24 @@ def _pids_with(text: str) -> list[int]:
     return found
 
 
+PHASES = (
+    ("config", "CLI imports + config composed and validated"),
+    ("run", "connected to the cluster, run directory written"),
+    ("tracking", "MLflow run opened"),
+    ("data", "Ray Data stage (read, contract, preprocessor, split)"),
+    ("train", "TorchTrainer built"),
+    ("worker_process", "Train worker process created"),
+    ("worker_constructed", "worker: train function running, callbacks built"),
+    ("worker_fit_start", "worker: Lightning fit started (model, strategy)"),
+    ("worker_train_epoch_start", "worker: first epoch starts (data iterators)"),
+    ("first_step", "first training step starts"),
+    ("exit", "command exits (1 epoch, bundle, test metrics)"),
+)
+
+
+_WORKER_EVENTS = {key for key, _ in PHASES if key.startswith("worker_") and key != "worker_process"}
+
+
 def run_once(cluster: LocalCluster, work: Path, i: int, overrides: list[str]) -> dict[str, Any]:
     """One ``raylight train`` against the cluster; the wall time of each phase from launch."""
     steps = work / f"steps-{i}.json"
@@ -186,24 +204,6 @@ def run_once(cluster: LocalCluster, work: Path, i: int, overrides: list[str]) ->
         if key in _WORKER_EVENTS and key not in seen:
             seen[key] = perf + to_wall - t0
     return seen
-
-
-PHASES = (
-    ("config", "CLI imports + config composed and validated"),
-    ("run", "connected to the cluster, run directory written"),
-    ("tracking", "MLflow run opened"),
-    ("data", "Ray Data stage (read, contract, preprocessor, split)"),
-    ("train", "TorchTrainer built"),
-    ("worker_process", "Train worker process created"),
-    ("worker_constructed", "worker: train function running, callbacks built"),
-    ("worker_fit_start", "worker: Lightning fit started (model, strategy)"),
-    ("worker_train_epoch_start", "worker: first epoch starts (data iterators)"),
-    ("first_step", "first training step starts"),
-    ("exit", "command exits (1 epoch, bundle, test metrics)"),
-)
-
-
-_WORKER_EVENTS = {key for key, _ in PHASES if key.startswith("worker_") and key != "worker_process"}
 
 
 def _table(runs: list[dict[str, Any]]) -> str:

@@ -10,7 +10,6 @@ an installed subclass of ``LightningModule``.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -123,18 +122,12 @@ def update_metrics(path: str, metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def _model_class(target: str) -> type:
-    import lightning.pytorch as pl
+    from raylight.models.spec import ModelSpecError, model_class
 
-    module_name, _, attr = target.rpartition(".")
-    if not module_name:
-        raise BundleError(f"model target {target!r} is not a dotted class path")
     try:
-        cls = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise BundleError(f"cannot import model class {target!r}: {exc}") from exc
-    if not (isinstance(cls, type) and issubclass(cls, pl.LightningModule)):
-        raise BundleError(f"model target {target!r} is not a LightningModule class")
-    return cls
+        return model_class(target)
+    except ModelSpecError as exc:
+        raise BundleError(f"model target {target!r}: {exc}") from exc
 
 
 def build_model(target: str, init_args: dict[str, Any]) -> Any:

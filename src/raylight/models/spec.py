@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 # Every model takes these; raylight fills them in from the data.
@@ -57,12 +57,19 @@ class ModelSpec:
     takes_kwargs: bool = False
     injected: tuple[str, ...] = DATA_ARGS
     reported_metrics: Mapping[str, tuple[str, ...]] | tuple[str, ...] | None = None
-    name: str = field(init=False)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "name", self.target.rpartition(".")[2])
+    @property
+    def name(self) -> str:
+        """The class name."""
+        return self.target.rpartition(".")[2]
 
 
+# Arguments every built-in model shares (order does not matter: specs compare as dicts).
+_DATA = {
+    "input_dim": Param(int, required=True),
+    "output_dim": Param(int, required=True),
+    "task": Param(str),
+}
 _OPTIM = {
     "lr": Param(float),
     "weight_decay": Param(float),
@@ -72,9 +79,7 @@ _OPTIM = {
 TABULAR_MLP = ModelSpec(
     target="raylight.models.tabular.TabularMLP",
     params={
-        "input_dim": Param(int, required=True),
-        "output_dim": Param(int, required=True),
-        "task": Param(str),
+        **_DATA,
         "hidden_dims": Param(Sequence[int]),
         "dropout": Param(float),
         "activation": Param(str),
@@ -87,9 +92,7 @@ TABULAR_MLP = ModelSpec(
 IMAGE_CNN = ModelSpec(
     target="raylight.models.vision.ImageCNN",
     params={
-        "input_dim": Param(int, required=True),
-        "output_dim": Param(int, required=True),
-        "task": Param(str),
+        **_DATA,
         "image_shape": Param(Sequence[int]),
         "channels": Param(Sequence[int]),
         "hidden_dim": Param(int),
@@ -103,9 +106,7 @@ IMAGE_CNN = ModelSpec(
 TEXT_CLASSIFIER = ModelSpec(
     target="raylight.models.text.TextClassifier",
     params={
-        "input_dim": Param(int, required=True),
-        "output_dim": Param(int, required=True),
-        "task": Param(str),
+        **_DATA,
         "text_length": Param(int),
         "text_base": Param(str),
         "base_sha256": Param(str | None),
@@ -119,11 +120,9 @@ TEXT_CLASSIFIER = ModelSpec(
         "lora_targets": Param(Sequence[str]),
         "hidden_dim": Param(int),
         "dropout": Param(float),
-        "lr": Param(float),
         "head_lr": Param(float),
-        "weight_decay": Param(float),
         "warmup_steps": Param(int),
-        "fused_adamw": Param(bool),
+        **_OPTIM,
     },
     injected=(*DATA_ARGS, "text_length", "text_base", "base_sha256", "pad_id"),
     reported_metrics={"classification": ("val_acc",)},
@@ -166,6 +165,16 @@ def model_spec(target: str) -> ModelSpec:
     """
     if target in BUILTIN:
         return BUILTIN[target]
+    return spec_of(model_class(target), target)
+
+
+def model_class(target: str) -> type:
+    """Import the LightningModule class ``target`` names (this imports Lightning).
+
+    Raises:
+        ModelSpecError: The target is not a dotted path, cannot be imported, or is not a
+            ``lightning.pytorch.LightningModule`` class.
+    """
     module_name, _, attr = target.rpartition(".")
     if not module_name:
         raise ModelSpecError("must be a dotted class path, e.g. raylight.models.tabular.TabularMLP")
@@ -176,5 +185,5 @@ def model_spec(target: str) -> ModelSpec:
     import lightning.pytorch as pl
 
     if not (isinstance(cls, type) and issubclass(cls, pl.LightningModule)):
-        raise ModelSpecError(f"{target} is not a lightning.pytorch.LightningModule")
-    return spec_of(cls, target)
+        raise ModelSpecError(f"{target} is not a LightningModule (lightning.pytorch)")
+    return cls
