@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from raylight.config import ClusterConfig
 
 
+PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+
+
 def _quiet_env(cluster: ClusterConfig) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # Ray 2.60 turns token auth on by default; make the choice explicit (DESIGN.md). Ray reads
@@ -34,6 +37,13 @@ def _quiet_env(cluster: ClusterConfig) -> None:
     # Lightning's and Ray Train's own hints about these are noise for our users.
     os.environ.setdefault("RAY_TRAIN_ENABLE_STATE_TRACKING", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    # Ray Train starts a preemption watcher actor per run (a process importing ray.train:
+    # ~2 CPU-s, while the workers import torch on the same cores). Ray Train hands the
+    # variable on to its controller (ENV_VARS_TO_PROPAGATE), so this works on any cluster.
+    if cluster.preemption_watcher is not None:
+        os.environ[PREEMPTION_WATCHER_ENV] = "1" if cluster.preemption_watcher else "0"
+    elif cluster.mode == "local":
+        os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
     # Sweeps reuse trial processes; give a stopped trial's thread time to exit before Tune
     # gives up on reusing its process (default 2 s).
     os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "30")

@@ -442,6 +442,12 @@ class ClusterConfig(_Strict):
         description="Extra runtime_env for jobs (pip/uv pins, env_vars, excludes), merged "
         "over raylight's (working_dir = this project).",
     )
+    preemption_watcher: bool | None = Field(
+        None,
+        description="Ray Train's preemption watcher (an actor per run that polls for nodes "
+        "being drained, e.g. spot instances reclaimed). null: off on the embedded one-node "
+        "cluster, where no node is ever drained, and Ray's default (on) elsewhere.",
+    )
     serve_ingress: Literal["auto", "haproxy", "proxy"] = Field(
         "auto",
         description="HTTP ingress of Serve on the embedded cluster: haproxy (Ray's HAProxy "

@@ -36,6 +36,7 @@ def test_two_workers_learn_share_data_and_bundle_round_trips(
         f"trainer.callbacks=[{{_target_:helpers.callbacks.ShardRecorder,out_dir:'{shards}'}},"
         f"{{_target_:helpers.callbacks.BroadcastCounter,out_dir:'{shards}'}}]"
     )
+    before = set(ray_session._private.state.actors())
     runner = CliRunner()
     res = runner.invoke(
         app,
@@ -108,6 +109,15 @@ def test_two_workers_learn_share_data_and_bundle_round_trips(
     assert {"bundle", "config.yaml", "data_summary.json"} <= mlflow_runs.artifacts(outdir, rid)
     assert b.manifest["lineage"]["tracking"]["mlflow"] == rid  # bundle → run
     assert result["tracking"]["mlflow"]["run_id"] == rid
+
+    # The run's Ray Train actors ran, but no preemption watcher: nothing drains the node of an
+    # embedded cluster (cluster.preemption_watcher=null).
+    ray = ray_session
+    classes = {
+        a["ActorClassName"] for k, a in ray._private.state.actors().items() if k not in before
+    }
+    assert "TrainController" in classes and "RayTrainWorker" in classes, classes
+    assert "PreemptionWatcher" not in classes, classes
 
     # batch predict through the CLI: one output row per input row, id column carried
     inp = tmp_path / "in.csv"

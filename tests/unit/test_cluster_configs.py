@@ -4,6 +4,7 @@ have the RayCluster/RayJob/RayService structure and the project's pinned version
 from __future__ import annotations
 
 import json
+import os
 import re
 from importlib.metadata import version
 from pathlib import Path
@@ -114,3 +115,31 @@ def test_cluster_launchers_and_local_cluster_start_serve_with_haproxy() -> None:
     script = (ROOT / "scripts" / "local-cluster.sh").read_text()
     for key, value in HAPROXY_ENV.items():
         assert f"{key}=${{{key}:-{value}}}" in script, key
+
+
+@pytest.mark.parametrize(
+    ("overrides", "env_before", "expected"),
+    [
+        ([], None, "0"),  # embedded: nothing drains its one node
+        ([], "1", "1"),  # an operator's own setting wins over the default
+        (["cluster.preemption_watcher=true"], "0", "1"),  # the config's explicit choice wins
+        (["cluster=address"], None, None),  # a running cluster: Ray's default (on)
+        (["cluster=address", "cluster.preemption_watcher=false"], None, "0"),
+    ],
+)
+def test_preemption_watcher_env(
+    overrides: list[str],
+    env_before: str | None,
+    expected: str | None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from raylight.cluster import PREEMPTION_WATCHER_ENV, _quiet_env
+    from raylight.config import load_train_config
+
+    # _quiet_env sets other variables too: keep them out of this test process's environment.
+    monkeypatch.setattr(os, "environ", dict(os.environ))
+    monkeypatch.delenv(PREEMPTION_WATCHER_ENV, raising=False)
+    if env_before is not None:
+        monkeypatch.setenv(PREEMPTION_WATCHER_ENV, env_before)
+    _quiet_env(load_train_config(overrides).cluster)
+    assert os.environ.get(PREEMPTION_WATCHER_ENV) == expected
