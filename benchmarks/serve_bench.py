@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,6 +46,8 @@ from pathlib import Path
 from typing import Any
 
 from _results import machine_info, machine_line, save_result
+
+from raylight.net import free_port
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -134,12 +135,6 @@ def _noop_app() -> Any:
             return {"predictions": [{"prediction": "ok"}]}
 
     return Noop.bind()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_http(url: str, timeout_s: float = 60) -> None:
@@ -302,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from raylight.serve import deploy as sd
 
-    port = _free_port()
+    port = free_port()
     for variant, extra in variants:
         cfg = load_serve_config([
             f"bundle={bundle}", f"port={port}", "cluster.auth_mode=disabled",
@@ -335,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     ray.shutdown()
 
     # (a) plain FastAPI + uvicorn, one process, no batching (Ray is down: same machine share)
-    port = _free_port()
+    port = free_port()
     app_file = workdir / "plain_app.py"
     app_file.write_text(PLAIN_APP)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

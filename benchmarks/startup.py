@@ -34,7 +34,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -50,17 +49,13 @@ sys.path.insert(0, str(BENCH_DIR))
 
 from _results import machine_info, machine_line, save_result  # noqa: E402
 
+from raylight.net import free_port  # noqa: E402
+
 GOAL_S = 10.0
 # The stages `raylight train` announces, in order (cli._announce prints "<stage> <detail>").
 STAGES = ("run", "tracking", "data", "train")
 _STAGE_LINE = re.compile(r"^\s*(" + "|".join(STAGES) + r") ")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class LocalCluster:
@@ -74,7 +69,7 @@ class LocalCluster:
     def __init__(self, root: Path, num_cpus: int) -> None:
         self.root = root
         self.num_cpus = num_cpus
-        self.port = _free_port()
+        self.port = free_port()
         self.token = root / "token"
         # Unix socket paths must stay short: Ray's session lives under a short /tmp path.
         self.tmp = Path(tempfile.mkdtemp(prefix="rl-su-", dir="/tmp"))

@@ -127,19 +127,13 @@ TUNABLE_ENV = {"RAY_SERVE_HAPROXY_RETRY_ON", *EMBEDDED_HAPROXY_ENV, *HAPROXY_POR
 
 def embedded_haproxy_env() -> dict[str, str]:
     """The environment an embedded cluster with the HAProxy ingress starts with."""
+    from raylight.net import free_port
+
     return {
         **HAPROXY_ENV,
         **EMBEDDED_HAPROXY_ENV,
-        **{key: str(_free_port()) for key in HAPROXY_PORT_ENV},
+        **{key: str(free_port()) for key in HAPROXY_PORT_ENV},
     }
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def haproxy_binary() -> str | None:

@@ -1,10 +1,12 @@
 """Small TCP helpers: a reachability probe (fail in seconds where client SDKs would retry for
-minutes) and a free loopback port."""
+minutes) and a free port."""
 
 from __future__ import annotations
 
+import random
 import socket
 import urllib.parse
+from pathlib import Path
 
 
 def unreachable(url: str, default_port: int, timeout_s: float = 3.0) -> OSError | None:
@@ -19,7 +21,41 @@ def unreachable(url: str, default_port: int, timeout_s: float = 3.0) -> OSError 
 
 
 def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (for a server about to bind it)."""
-    with socket.socket() as s:
+    """A TCP port free on this machine now, outside the kernel's ephemeral port range.
+
+    A port is only held once its server binds it, which may be minutes after it was picked
+    (HAProxy binds its stats port when Serve first starts on an embedded cluster). A port from
+    the ephemeral range (what ``bind(0)`` hands out) can meanwhile become the local end of any
+    outgoing connection; a test run once lost 17 tests to HAProxy finding its stats port
+    taken. The kernel never hands out ports below that range on its own, so only another
+    server choosing the same one could collide.
+    """
+    low, high = _ephemeral_range()
+    # Below the range where there is room (Linux: 32768-60999), else above it.
+    span = (10_000, low) if low - 10_000 >= 1_000 else (high + 1, 65_536)
+    rng = random.SystemRandom()
+    for _ in range(200) if span[1] - span[0] >= 1_000 else ():
+        port = rng.randrange(*span)
+        if _bindable(port):
+            return port
+    with socket.socket() as s:  # no room outside the range: the kernel's pick
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32_768, 65_535  # elsewhere: below 32768 is outside Linux's and macOS's ranges
+
+
+def _bindable(port: int) -> bool:
+    """Whether a server could bind ``port`` on every interface (HAProxy binds ``*:port``)."""
+    with socket.socket() as s:
+        try:
+            s.bind(("", port))
+        except OSError:
+            return False
+    return True

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-
 # Penguin request records (the last one has a missing `sex`): valid for any penguins bundle.
 PENGUIN_ROWS = [
     {"island": "Biscoe", "bill_length_mm": 45.2, "bill_depth_mm": 14.8, "flipper_length_mm": 212.0,
@@ -15,10 +13,3 @@ PENGUIN_ROWS = [
     {"island": "Torgersen", "bill_length_mm": 38.9, "bill_depth_mm": 17.8, "flipper_length_mm": 181.0,
      "body_mass_g": 3625.0, "sex": None},
 ]  # fmt: skip
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

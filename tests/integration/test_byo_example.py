@@ -11,12 +11,13 @@ import pandas as pd
 import pytest
 import requests
 from conftest import BYO_EXAMPLE
-from helpers.serving import PENGUIN_ROWS, free_port
+from helpers.serving import PENGUIN_ROWS
 from typer.testing import CliRunner
 
 from raylight import bundle as bundle_io
 from raylight.cli import app
 from raylight.config import load_serve_config, load_train_config, load_tune_config
+from raylight.net import free_port
 from raylight.serve import deploy as sd
 from raylight.train import run_training
 from raylight.tune import run_tuning

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,16 +16,12 @@ from typing import Any
 
 import pytest
 
+from raylight.net import free_port
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -38,9 +33,9 @@ def _env(**extra: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
     state = tmp_path_factory.mktemp("cluster")
-    gcs, dash = _free_port(), _free_port()
+    gcs, dash = free_port(), free_port()
     env = _env(RAYLIGHT_CLUSTER_DIR=str(state), RAYLIGHT_GCS_PORT=str(gcs),
-               RAYLIGHT_DASHBOARD_PORT=str(dash), RAYLIGHT_CLIENT_PORT=str(_free_port()), BIN=str(BIN))  # fmt: skip
+               RAYLIGHT_DASHBOARD_PORT=str(dash), RAYLIGHT_CLIENT_PORT=str(free_port()), BIN=str(BIN))  # fmt: skip
     script = str(ROOT / "scripts" / "local-cluster.sh")
     up = subprocess.run([script, "up"], env=env, capture_output=True, text=True, timeout=180)
     assert up.returncode == 0, up.stdout + up.stderr

@@ -13,13 +13,13 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import requests
-from helpers.serving import free_port
 
 from raylight import bundle as bundle_io
 from raylight.config import load_evaluate_config, load_serve_config, load_train_config
 from raylight.data.contract import pii_token
 from raylight.data.sources import _package_file
 from raylight.evaluate.run import run_evaluation
+from raylight.net import free_port
 from raylight.serve import deploy as sd
 from raylight.train import run_training
 

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 import requests
 import torch
-from helpers.serving import PENGUIN_ROWS, free_port
+from helpers.serving import PENGUIN_ROWS
 
 from raylight import bundle as bundle_io
 from raylight.config import (
@@ -30,6 +30,7 @@ from raylight.config import (
     load_serve_config,
     load_train_config,
 )
+from raylight.net import free_port
 from raylight.serve import deploy as sd
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,6 @@ from typing import Any
 import pandas as pd
 import pytest
 import requests
-from helpers.serving import free_port
 from safetensors.torch import load_file
 
 from raylight import bundle as bundle_io
@@ -22,6 +21,7 @@ from raylight.config import (
     load_train_config,
 )
 from raylight.evaluate.run import run_evaluation
+from raylight.net import free_port
 from raylight.predict import run_predict
 from raylight.serve import deploy as sd
 from raylight.train import run_training

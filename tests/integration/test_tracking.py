@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from raylight import bundle
 from raylight.cli import app
+from raylight.net import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -78,12 +79,6 @@ def test_unreachable_tracking_server_fails_before_training(ray_session, outdir: 
     assert not (outdir / "runs" / "nowhere" / "train").exists()  # no training started
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _non_loopback_ip() -> str | None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         try:
@@ -105,7 +100,7 @@ def test_ui_serves_the_embedded_store_on_loopback_only(tmp_path: Path) -> None:
     registry.register(
         registry.open_store(None, str(out)), str(tmp_path / "b"), "tiny", output_dir=str(out)
     )
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "raylight.cli", "ui", "--port", str(port), "--output-dir", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,

@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
-from helpers.serving import free_port
 
 from raylight import bundle as bundle_io
 from raylight.config import (
@@ -25,6 +24,7 @@ from raylight.config import (
 )
 from raylight.data.images import to_png
 from raylight.evaluate.run import run_evaluation
+from raylight.net import free_port
 from raylight.predict import run_predict
 from raylight.serve import deploy as sd
 from raylight.train import run_training

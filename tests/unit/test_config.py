@@ -339,4 +339,10 @@ def test_embedded_haproxy_env_takes_free_ports_and_a_short_drain() -> None:
     assert HAPROXY_ENV.items() <= env.items()
     ports = {int(env[k]) for k in HAPROXY_PORT_ENV}
     assert len(ports) == 2 and not ports & {8404, 9101}
+    # Outside the kernel's ephemeral range: no outgoing connection can take them before HAProxy
+    # binds them, which happens only when Serve first starts (a test run lost 17 tests to that).
+    low, _high = (
+        int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    )
+    assert all(10_000 <= port < low for port in ports), ports
     assert float(env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"]) < 30
