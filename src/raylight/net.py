@@ -20,6 +20,9 @@ def unreachable(url: str, default_port: int, timeout_s: float = 3.0) -> OSError 
         return exc
 
 
+RAY_WORKER_PORTS_END = 20_000  # Ray's default max_worker_port is 19999
+
+
 def free_port() -> int:
     """A TCP port free on this machine now, outside the kernel's ephemeral port range.
 
@@ -27,12 +30,16 @@ def free_port() -> int:
     (HAProxy binds its stats port when Serve first starts on an embedded cluster). A port from
     the ephemeral range (what ``bind(0)`` hands out) can meanwhile become the local end of any
     outgoing connection; a test run once lost 17 tests to HAProxy finding its stats port
-    taken. The kernel never hands out ports below that range on its own, so only another
-    server choosing the same one could collide.
+    taken. The kernel never hands out ports below that range on its own, and Ray's workers
+    take theirs from a range of their own, so only another server choosing the same one could
+    collide.
     """
     low, high = _ephemeral_range()
-    # Below the range where there is room (Linux: 32768-60999), else above it.
-    span = (10_000, low) if low - 10_000 >= 1_000 else (high + 1, 65_536)
+    # Between Ray's worker ports (10002-19999 by default: every Ray worker binds one) and the
+    # ephemeral range where there is room (Linux: 20000-32767), else above the range.
+    span = (
+        (RAY_WORKER_PORTS_END, low) if low - RAY_WORKER_PORTS_END >= 1_000 else (high + 1, 65_536)
+    )
     rng = random.SystemRandom()
     for _ in range(200) if span[1] - span[0] >= 1_000 else ():
         port = rng.randrange(*span)

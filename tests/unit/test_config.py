@@ -344,5 +344,6 @@ def test_embedded_haproxy_env_takes_free_ports_and_a_short_drain() -> None:
     low, _high = (
         int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
     )
-    assert all(10_000 <= port < low for port in ports), ports
+    # And above Ray's worker ports (10002-19999), which Ray's workers bind.
+    assert all(20_000 <= port < low for port in ports), ports
     assert float(env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"]) < 30
