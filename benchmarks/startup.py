@@ -18,6 +18,10 @@ processes), so it is reported apart; the headline is the median of the runs afte
 run trains one epoch of the default Adult MLP with MLflow tracking (the defaults), so what
 a user pays is what is timed.
 
+Each run's CPU-seconds are counted too, less noisy than wall time on a shared machine: the
+command's own (its rusage) and the cluster's (its daemons and every descendant, sampled every
+0.2 s during the run and for 2 s after it: see ``ClusterCPU``).
+
 Usage::
 
     .venv/bin/python benchmarks/startup.py [--repeats 4] [--override KEY=VALUE ...]
@@ -31,6 +35,7 @@ import contextlib
 import json
 import os
 import re
+import resource
 import secrets
 import shutil
 import signal
@@ -38,6 +43,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -104,26 +110,47 @@ class LocalCluster:
             timeout=120,
         )
 
+    def daemons(self) -> list[int]:
+        """The cluster's daemons (GCS, raylet, ...): their session directory is on the command line."""
+        return _pids_with(str(self.tmp) + "/")
+
     def stop(self) -> None:
         """Stop this cluster's processes only (`ray stop` would stop every Ray on the machine).
 
-        Ray's daemons carry the session directory, under ``self.tmp``, on their command line.
+        Ray's daemons carry the session directory, under ``self.tmp``, on their command line;
+        the Ray Client server carries only the GCS address, and the raylet's children (its
+        agents, workers) rename themselves: they go as the daemons' descendants (a Ray Client
+        server and two agents were left behind per run before).
         """
-        mine = str(self.tmp) + "/"
+        mine = (str(self.tmp) + "/", f":{self.port} --host=")
         for sig in (signal.SIGTERM, signal.SIGKILL):
-            pids = _pids_with(mine)
+            pids = _with_descendants(_pids_with(*mine))
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, sig)
             for _ in range(30):
-                if not _pids_with(mine):
+                if not any(Path(f"/proc/{pid}").exists() for pid in pids):
                     break
                 time.sleep(0.5)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def _pids_with(text: str) -> list[int]:
-    """Processes whose command line contains ``text`` (Linux ``/proc``)."""
+def _with_descendants(roots: list[int]) -> list[int]:
+    table = _proc_table()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _cpu) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    found, todo = [], list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found.append(pid)
+            todo.extend(children.get(pid, []))
+    return found
+
+
+def _pids_with(*texts: str) -> list[int]:
+    """Processes whose command line contains one of ``texts`` (Linux ``/proc``)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -132,9 +159,77 @@ def _pids_with(text: str) -> list[int]:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if text in cmdline:
+        if any(text in cmdline for text in texts):
             found.append(int(entry.name))
     return found
+
+
+def _proc_table() -> dict[int, tuple[int, float]]:
+    """pid → (parent pid, CPU-seconds so far) for every process (Linux ``/proc``)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # After the name: state, ppid, ..., utime (index 11), stime (12).
+        table[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    return table
+
+
+class ClusterCPU:
+    """CPU-seconds spent by a cluster's processes while it is sampled.
+
+    Ray's workers rename themselves (``ray::IDLE``), so the cluster's processes are found as
+    the descendants of its daemons. The raylet ignores SIGCHLD, so an actor that exits takes
+    its CPU time with it (no ``cutime``): a thread samples every process's CPU every 0.2 s
+    and keeps the last value seen, so a process that lives and dies between two samples is
+    missed and one that dies loses at most its last 0.2 s.
+    """
+
+    def __init__(self, daemons: list[int]) -> None:
+        self.daemons = daemons
+        self.first: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def sample(self) -> None:
+        table = _proc_table()
+        children: dict[int, list[int]] = {}
+        for pid, (ppid, _cpu) in table.items():
+            children.setdefault(ppid, []).append(pid)
+        todo, seen = [d for d in self.daemons if d in table], set()
+        while todo:
+            pid = todo.pop()
+            if pid in seen:
+                continue
+            seen.add(pid)
+            cpu = table[pid][1]
+            self.first.setdefault(pid, cpu)
+            self.last[pid] = cpu
+            todo.extend(children.get(pid, []))
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.2):
+            self.sample()
+
+    def start(self) -> ClusterCPU:
+        self.sample()  # processes already running count from here, new ones from 0
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+    def seconds(self, started: set[int]) -> float:
+        """CPU spent since ``start``; ``started``: the pids alive at ``start``."""
+        return sum(v - (self.first[p] if p in started else 0.0) for p, v in self.last.items())
 
 
 PHASES = (
@@ -167,6 +262,9 @@ def run_once(cluster: LocalCluster, work: Path, i: int, overrides: list[str]) ->
     env = {**cluster.env, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
     seen: dict[str, float] = {}
     lines: list[str] = []
+    sampler = ClusterCPU(cluster.daemons()).start()
+    alive_at_start = set(sampler.first)
+    own0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
     proc = subprocess.Popen(
         cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -183,6 +281,13 @@ def run_once(cluster: LocalCluster, work: Path, i: int, overrides: list[str]) ->
             seen[m.group(1)] = now - t0
     rc = proc.wait()
     seen["exit"] = time.time() - t0
+    own1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    time.sleep(2)  # the run's actors wind down after the command has exited
+    sampler.stop()
+    cpu = {
+        "command": own1.ru_utime + own1.ru_stime - own0.ru_utime - own0.ru_stime,
+        "cluster": sampler.seconds(alive_at_start),
+    }
     if rc != 0 or not steps.exists():
         tail = "\n".join(lines[-30:])
         raise RuntimeError(f"raylight train failed (rc {rc}):\n{tail}")
@@ -198,7 +303,7 @@ def run_once(cluster: LocalCluster, work: Path, i: int, overrides: list[str]) ->
         key = f"worker_{name}"
         if key in _WORKER_EVENTS and key not in seen:
             seen[key] = perf + to_wall - t0
-    return seen
+    return {**seen, "cpu_s": cpu}
 
 
 def _table(runs: list[dict[str, Any]]) -> str:
@@ -213,7 +318,18 @@ def _table(runs: list[dict[str, Any]]) -> str:
         cells = "".join(f"{v:>9.2f}" if v is not None else f"{'-':>9}" for v in vals)
         med = f"{statistics.median(later):>11.2f}" if later else f"{'-':>11}"
         rows.append(f"{key + ': ' + what:<58}{cells}{med}")
+    for key, what in CPU_PARTS:
+        vals = [r["cpu_s"][key] for r in runs]
+        med = statistics.median(vals[1:])
+        cells = "".join(f"{v:>9.2f}" for v in vals)
+        rows.append(f"{'CPU-s, ' + what:<58}{cells}{med:>11.2f}")
     return "\n".join(rows)
+
+
+CPU_PARTS = (
+    ("command", "the command (driver)"),
+    ("cluster", "the cluster's processes (Train, Ray Data, ...)"),
+)
 
 
 def main() -> int:
@@ -245,6 +361,9 @@ def main() -> int:
         key: statistics.median(r[key] for r in later if key in r)
         for key, _ in PHASES
         if any(key in r for r in later)
+    }
+    medians["cpu_s"] = {
+        key: statistics.median(r["cpu_s"][key] for r in later) for key, _ in CPU_PARTS
     }
     first = medians["first_step"]
     met = "goal met" if first <= GOAL_S else "goal not met"
