@@ -60,10 +60,11 @@ lint: setup
 
 # Every benchmark on this machine (CPU), one after another (each compares against its own
 # baseline in the same run); each writes benchmarks/results/*.json and regenerates RESULTS.md
-# and results/summary.png. ~43 minutes on 2 idle cores (36 before train_scaling and startup); run on an otherwise idle machine.
+# and results/summary.png. ~46 minutes on 2 idle cores (36 before train_scaling and startup); run on an otherwise idle machine.
 bench: setup
 	$(BIN)/python benchmarks/train_overhead.py
 	$(BIN)/python benchmarks/startup.py
+	$(BIN)/python benchmarks/startup.py --embedded
 	$(BIN)/python benchmarks/train_scaling.py
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/data_scale.py
