@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 
 PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+# Variables this module set from a config (not the user's own): a later config may undo them.
+_SET_HERE: set[str] = set()
 
 
 def _quiet_env(cluster: ClusterConfig) -> None:
@@ -42,8 +44,15 @@ def _quiet_env(cluster: ClusterConfig) -> None:
     # variable on to its controller (ENV_VARS_TO_PROPAGATE), so this works on any cluster.
     if cluster.preemption_watcher is not None:
         os.environ[PREEMPTION_WATCHER_ENV] = "1" if cluster.preemption_watcher else "0"
+        _SET_HERE.add(PREEMPTION_WATCHER_ENV)
     elif cluster.mode == "local":
-        os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
+        if PREEMPTION_WATCHER_ENV not in os.environ:  # an operator's own setting wins
+            os.environ[PREEMPTION_WATCHER_ENV] = "0"
+            _SET_HERE.add(PREEMPTION_WATCHER_ENV)
+    elif PREEMPTION_WATCHER_ENV in _SET_HERE:
+        # A later run in the same process (a notebook) on a cluster that keeps Ray's default.
+        del os.environ[PREEMPTION_WATCHER_ENV]
+        _SET_HERE.discard(PREEMPTION_WATCHER_ENV)
     # Sweeps reuse trial processes; give a stopped trial's thread time to exit before Tune
     # gives up on reusing its process (default 2 s).
     os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "30")

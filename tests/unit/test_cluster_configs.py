@@ -138,8 +138,15 @@ def test_preemption_watcher_env(
 
     # _quiet_env sets other variables too: keep them out of this test process's environment.
     monkeypatch.setattr(os, "environ", dict(os.environ))
+    monkeypatch.setattr("raylight.cluster._SET_HERE", set())
     monkeypatch.delenv(PREEMPTION_WATCHER_ENV, raising=False)
     if env_before is not None:
         monkeypatch.setenv(PREEMPTION_WATCHER_ENV, env_before)
     _quiet_env(load_train_config(overrides).cluster)
     assert os.environ.get(PREEMPTION_WATCHER_ENV) == expected
+    # A later run in the same process on a running cluster gets Ray's default back, unless
+    # the value was the operator's own.
+    _quiet_env(load_train_config(["cluster=address"]).cluster)
+    assert os.environ.get(PREEMPTION_WATCHER_ENV) == (
+        env_before if expected == env_before else None
+    )
