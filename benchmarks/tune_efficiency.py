@@ -211,6 +211,9 @@ def run_sweep(method: str, seed: int, args: argparse.Namespace, workdir: Path) -
                 per_trial_best.get(r["trial_id"], math.inf), r["val_loss"]
             )
     statuses = res.trials["status"].value_counts().to_dict()
+    slots = most_at_once(reports)
+    sweep_wall = reports[-1]["t"] - t0
+    trial_s = sum(r["iter_s"] for r in reports)
     return {
         "method": method,
         "seed": seed,
@@ -221,12 +224,16 @@ def run_sweep(method: str, seed: int, args: argparse.Namespace, workdir: Path) -
         "best_val_loss": min(losses),
         "per_trial_best_val_loss": per_trial_best,
         "trial_epochs": len(reports),
-        "trial_s": sum(r["iter_s"] for r in reports),
+        "trial_s": trial_s,
         "trials": len({r["trial_id"] for r in reports}),
+        # Issue 10's sweep overhead: wall time over the trials' own time, per trial slot.
+        "slots": slots,
+        "sweep_overhead": sweep_wall * slots / trial_s,
+        "sweep_overhead_with_data_and_export": (returned - call) * slots / trial_s,
         # A trial's first epoch includes its start-up in the trial process; later ones do not.
         "first_epoch_s": statistics.median(r["iter_s"] for r in reports if r["iteration"] == 1),
         "later_epoch_s": _median([r["iter_s"] for r in reports if r["iteration"] > 1]),
-        "sweep_wall_s": reports[-1]["t"] - t0,
+        "sweep_wall_s": sweep_wall,
         "run_tuning_s": returned - call,
         "run_tuning_timings_s": res.timings,
         # What run_tuning does after fit() returns: trials table, best bundle, plots.
@@ -235,6 +242,21 @@ def run_sweep(method: str, seed: int, args: argparse.Namespace, workdir: Path) -
         "clock_coverage": sum(r["t_source"] == "clock" for r in reports) / len(reports),
         "reports": reports,
     }  # fmt: skip
+
+
+def most_at_once(reports: list[dict[str, Any]]) -> int:
+    """The most trials running at one time: each from its first epoch's start to its last report."""
+    spans: dict[str, list[float]] = {}
+    for r in reports:
+        start = r["t"] - r["iter_s"]
+        span = spans.setdefault(r["trial_id"], [start, r["t"]])
+        span[0], span[1] = min(span[0], start), max(span[1], r["t"])
+    edges = sorted([(a, 1) for a, _ in spans.values()] + [(b, -1) for _, b in spans.values()])
+    running = most = 0
+    for _t, step in edges:  # an end sorts before a start at the same instant
+        running += step
+        most = max(most, running)
+    return most
 
 
 # ----------------------------------------------------------------------------- reporting
@@ -254,6 +276,8 @@ SWEEP_KEYS = (
     "trial_epochs",
     "trial_s",
     "sweep_wall_s",
+    "sweep_overhead",
+    "sweep_overhead_with_data_and_export",
     "first_epoch_s",
     "later_epoch_s",
     "export_s",
@@ -336,10 +360,12 @@ def print_tables(
         title=f"tune_efficiency: whole sweep, median of {n} seed(s)",
         caption="wall: search start → last report; 1st / later epoch: median time_this_iter_s of "
         "a trial's first epoch (includes its start-up) and of the others; export: run_tuning's "
-        "work after fit() (trials table, best bundle, plots), outside every other number.",
+        "work after fit() (trials table, best bundle, plots), outside every other number; "
+        "overhead: wall * trials at once / trial-s (issue 10's goal ≤ 1.3), and the same with "
+        "run_tuning's whole call (data stage and export included).",
     )
     cols = ["method", "best val_loss", "trials", "trial-epochs", "trial-s", "wall s"]
-    cols += ["1st epoch s", "later epoch s", "export s"]
+    cols += ["1st epoch s", "later epoch s", "export s", "overhead", "overhead, whole call"]
     for col in cols:
         t.add_column(col, justify="left" if col == "method" else "right")
     for method, m in summary.items():
@@ -353,6 +379,8 @@ def print_tables(
             _fmt(m["first_epoch_s"], ".2f", "-"),
             _fmt(m["later_epoch_s"], ".2f", "-"),
             f"{m['export_s']:.1f}",
+            f"{m['sweep_overhead']:.2f}",
+            f"{m['sweep_overhead_with_data_and_export']:.2f}",
         )
     console.print(t)
 
