@@ -97,7 +97,16 @@ PY
   down)
     pids=$(our_pids)
     if [ -z "$pids" ]; then echo "local cluster not running"; exit 0; fi
-    kill $pids 2>/dev/null || true
+    # In order, as `ray stop` does. Raylets first: each stops its workers and agents and
+    # leaves the GCS in well under a second while the GCS is up. Everything at once left the
+    # raylets waiting on a GCS already gone until the SIGKILL below, 15 s later, which also
+    # orphaned their agents. Ray's autoscaler monitor ignores SIGTERM for 20+ s; this cluster
+    # never scales, so it has nothing to save and gets SIGKILL.
+    pkill -f -- "raylet/raylet .*$TMP/" 2>/dev/null || true
+    for _ in $(seq 20); do [ -z "$(pgrep -f -- "raylet/raylet .*$TMP/")" ] && break; sleep 0.5; done
+    pkill -9 -f -- "autoscaler/_private/monitor.py .*$TMP/" 2>/dev/null || true
+    pids=$(our_pids)
+    [ -n "$pids" ] && kill $pids 2>/dev/null || true
     for _ in $(seq 30); do [ -z "$(our_pids)" ] && break; sleep 0.5; done
     pids=$(our_pids); [ -n "$pids" ] && kill -9 $pids 2>/dev/null || true
     rm -f "$DIR/cluster.json"
