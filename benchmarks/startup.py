@@ -127,7 +127,7 @@ class LocalCluster:
         """
         mine = (str(self.tmp) + "/", f":{self.port} --host=")
         for sig in (signal.SIGTERM, signal.SIGKILL):
-            pids = _with_descendants(_pids_with(*mine))
+            pids = _descendants(_proc_table(), _pids_with(*mine))
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, sig)
@@ -138,12 +138,13 @@ class LocalCluster:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def _with_descendants(roots: list[int]) -> list[int]:
-    table = _proc_table()
+def _descendants(table: dict[int, tuple[int, float]], roots: list[int]) -> list[int]:
+    """``roots`` still alive and every process below them, from a :func:`_proc_table`."""
     children: dict[int, list[int]] = {}
     for pid, (ppid, _cpu) in table.items():
         children.setdefault(ppid, []).append(pid)
-    found, todo = [], list(roots)
+    found: list[int] = []
+    todo = [r for r in roots if r in table]
     while todo:
         pid = todo.pop()
         if pid not in found:
@@ -187,34 +188,26 @@ class ClusterCPU:
     """CPU-seconds spent by a cluster's processes while it is sampled.
 
     Ray's workers rename themselves (``ray::IDLE``), so the cluster's processes are found as
-    the descendants of its daemons. The raylet ignores SIGCHLD, so an actor that exits takes
+    the descendants of ``roots`` (its daemons, or the command that starts an embedded Ray). The raylet ignores SIGCHLD, so an actor that exits takes
     its CPU time with it (no ``cutime``): a thread samples every process's CPU every 0.2 s
     and keeps the last value seen, so a process that lives and dies between two samples is
     missed and one that dies loses at most its last 0.2 s.
     """
 
-    def __init__(self, daemons: list[int]) -> None:
-        self.daemons = daemons
+    def __init__(self, roots: list[int]) -> None:
+        self.roots = roots
         self.first: dict[int, float] = {}
         self.last: dict[int, float] = {}
+        self.started: set[int] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def sample(self) -> None:
         table = _proc_table()
-        children: dict[int, list[int]] = {}
-        for pid, (ppid, _cpu) in table.items():
-            children.setdefault(ppid, []).append(pid)
-        todo, seen = [d for d in self.daemons if d in table], set()
-        while todo:
-            pid = todo.pop()
-            if pid in seen:
-                continue
-            seen.add(pid)
+        for pid in _descendants(table, self.roots):
             cpu = table[pid][1]
             self.first.setdefault(pid, cpu)
             self.last[pid] = cpu
-            todo.extend(children.get(pid, []))
 
     def _loop(self) -> None:
         while not self._stop.wait(0.2):
@@ -222,6 +215,7 @@ class ClusterCPU:
 
     def start(self) -> ClusterCPU:
         self.sample()  # processes already running count from here, new ones from 0
+        self.started = set(self.first)
         self._thread.start()
         return self
 
@@ -230,9 +224,14 @@ class ClusterCPU:
         self._thread.join()
         self.sample()
 
-    def seconds(self, started: set[int]) -> float:
-        """CPU spent since ``start``; ``started``: the pids alive at ``start``."""
-        return sum(v - (self.first[p] if p in started else 0.0) for p, v in self.last.items())
+    def seconds(self, pid: int | None = None) -> float:
+        """CPU spent since ``start``: all sampled processes, or one of them."""
+        pids = self.last if pid is None else [pid]
+        return sum(
+            self.last[p] - (self.first[p] if p in self.started else 0.0)
+            for p in pids
+            if p in self.last
+        )
 
 
 PHASES = (
@@ -280,8 +279,8 @@ def run_once(
     }
     seen: dict[str, float] = {}
     lines: list[str] = []
-    sampler = ClusterCPU(cluster.daemons() if cluster else []).start()
-    alive_at_start = set(sampler.first)
+    if cluster is not None:
+        sampler = ClusterCPU(cluster.daemons()).start()
     own0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
     proc = subprocess.Popen(
@@ -289,7 +288,7 @@ def run_once(
     )
     if cluster is None:
         # Everything the command starts (Ray's daemons, workers) descends from it.
-        sampler.daemons = [proc.pid]
+        sampler = ClusterCPU([proc.pid]).start()
     assert proc.stdout is not None
     for raw in proc.stdout:
         now = time.time()
@@ -307,12 +306,12 @@ def run_once(
     sampler.stop()
     if cluster is None:
         # The command's rusage would also hold the Ray daemons it reaped: split by sampling.
-        command = sampler.last.get(proc.pid, 0.0)
-        cpu = {"command": command, "cluster": sampler.seconds(alive_at_start) - command}
+        command = sampler.seconds(proc.pid)
+        cpu = {"command": command, "cluster": sampler.seconds() - command}
     else:
         cpu = {
             "command": own1.ru_utime + own1.ru_stime - own0.ru_utime - own0.ru_stime,
-            "cluster": sampler.seconds(alive_at_start),
+            "cluster": sampler.seconds(),
         }
     if rc != 0 or not steps.exists():
         tail = "\n".join(lines[-30:])

@@ -37,14 +37,15 @@ def free_port() -> int:
     low, high = _ephemeral_range()
     # Between Ray's worker ports (10002-19999 by default: every Ray worker binds one) and the
     # ephemeral range where there is room (Linux: 20000-32767), else above the range.
-    span = (
+    first, end = (
         (RAY_WORKER_PORTS_END, low) if low - RAY_WORKER_PORTS_END >= 1_000 else (high + 1, 65_536)
     )
-    rng = random.SystemRandom()
-    for _ in range(200) if span[1] - span[0] >= 1_000 else ():
-        port = rng.randrange(*span)
-        if _bindable(port):
-            return port
+    if end - first >= 1_000:
+        rng = random.SystemRandom()
+        for _ in range(200):
+            port = rng.randrange(first, end)
+            if _bindable(port):
+                return port
     with socket.socket() as s:  # no room outside the range: the kernel's pick
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

@@ -347,3 +347,16 @@ def test_embedded_haproxy_env_takes_free_ports_and_a_short_drain() -> None:
     # And above Ray's worker ports (10002-19999), which Ray's workers bind.
     assert all(20_000 <= port < low for port in ports), ports
     assert float(env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"]) < 30
+
+
+def test_a_port_something_listens_on_is_not_free() -> None:
+    import socket
+
+    from raylight.net import _bindable, free_port
+
+    port = free_port()
+    assert _bindable(port)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", port))
+        server.listen()
+        assert not _bindable(port)  # free_port's check refuses it
