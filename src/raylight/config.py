@@ -324,6 +324,14 @@ class TrainerConfig(_Strict):
     # Lightning's profiler on every worker (simple: time per hook; advanced: cProfile per hook;
     # pytorch: torch.profiler); reports land in the run's logs/ directory.
     profiler: Literal["simple", "advanced", "pytorch"] | None = None
+    loop: Literal["auto", "trainer", "fabric"] = Field(
+        "auto",
+        description="Which loop runs the LightningModule. trainer: Lightning's Trainer; fabric: "
+        "raylight's own epoch loop on Lightning Fabric (no per-step hook machinery: ~1 ms less "
+        "per step), which runs DDP but not FSDP, Lightning's profilers or Trainer callbacks "
+        "(trainer.callbacks are then Fabric callbacks, raylight.fabric_loop). auto: fabric "
+        "for raylight's built-in models unless the config sets callbacks, a profiler or fsdp.",
+    )
     controller_poll_s: float | None = Field(
         None,
         gt=0,
@@ -571,6 +579,10 @@ class TrainConfig(_Strict):
     def to_plain(self) -> dict[str, Any]:
         """The resolved config as plain JSON-able data: what crosses into Ray."""
         return self.model_dump(mode="json")
+
+    def resolved_loop(self) -> str:
+        """``trainer.loop`` with ``auto`` resolved (:func:`resolve_loop`)."""
+        return resolve_loop(self.trainer.model_dump(), str(self.model.get("_target_", "")))
 
 
 class PredictConfig(_Strict):
@@ -1132,10 +1144,43 @@ def _check_data(data: DataConfig) -> list[tuple[str, str]]:
     return problems
 
 
+BUILTIN_MODELS = "raylight.models."
+
+
+def resolve_loop(trainer: dict[str, Any], model_target: str) -> str:
+    """The training loop a plain ``trainer`` config section runs: ``trainer`` or ``fabric``.
+
+    ``auto`` is the Fabric loop (measured faster per step, benchmarks/train_overhead.py) for
+    raylight's built-in models, unless the section asks for something only Lightning's Trainer
+    has: callbacks (auto assumes they are Trainer callbacks), a profiler, or FSDP. Any other
+    LightningModule gets the Trainer: Fabric forwards ``self.log`` without its ``on_epoch``
+    reduction, and the built-in models log their epoch means themselves. Driver and workers
+    resolve it alike.
+    """
+    loop = str(trainer.get("loop", "auto"))
+    if loop != "auto":
+        return loop
+    trainer_only = trainer.get("callbacks") or trainer.get("profiler")
+    if trainer_only or trainer.get("strategy") == "fsdp":
+        return "trainer"
+    return "fabric" if model_target.startswith(BUILTIN_MODELS) else "trainer"
+
+
 def _check_trainer(trainer: TrainerConfig, use_gpu: bool) -> list[tuple[str, str]]:
     """Precision and strategy settings that Lightning or torch would refuse (or quietly change)
     on the workers this config asks for (GPU workers when ``use_gpu``)."""
     problems: list[tuple[str, str]] = []
+    if trainer.loop == "fabric":
+        if trainer.strategy == "fsdp":
+            problems.append((
+                "trainer.strategy",
+                "fsdp needs trainer.loop=trainer (the Fabric loop runs one process or DDP)",
+            ))  # fmt: skip
+        if trainer.profiler is not None:
+            problems.append((
+                "trainer.profiler",
+                "Lightning's profilers hook into its Trainer: set trainer.loop=trainer",
+            ))  # fmt: skip
     if trainer.precision == "16-mixed" and not use_gpu:
         problems.append((
             "trainer.precision",

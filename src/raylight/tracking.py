@@ -488,6 +488,8 @@ def run_tags(cfg: Any, kind: str, run_dir: str) -> dict[str, Any]:
         "raylight.data": cfg.data.name,
         "raylight.model": cfg.model["_target_"],
     }
+    if hasattr(cfg, "resolved_loop"):  # which loop ran the module (trainer.loop=auto resolved)
+        tags["raylight.loop"] = cfg.resolved_loop()
     tags.update({f"raylight.version.{k}": v for k, v in versions().items()})
     return tags
 

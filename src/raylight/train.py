@@ -210,37 +210,72 @@ def _report_callback(
             self.model_params = float(sum(p.numel() for p in pl_module.parameters()))
 
         def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-            from safetensors.torch import save_file
-
             metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
             metrics["epoch"] = trainer.current_epoch
             metrics["step"] = trainer.global_step
             # Model size: a cheap second objective for multi-objective sweeps.
             metrics["model_params"] = self.model_params
             epoch = trainer.current_epoch
-            last = trainer.should_stop or epoch + 1 >= (trainer.max_epochs or 0)
-            if (epoch + 1) % checkpoint_every and not last:
-                session.report(metrics, None, None)
-                return
-            tmp = os.path.join(self.tmp_root, f"epoch_{epoch}")
-            os.makedirs(tmp, exist_ok=True)
-            # Collectives under DDP/FSDP: every rank calls them, rank 0 writes.
-            trainer.save_checkpoint(os.path.join(tmp, CKPT_NAME), weights_only=False)
-            weights = _rank0_bundle_state(trainer, pl_module, plain_model)
-            ckpt_dir = None
-            if session.rank == 0:
-                assert weights is not None
-                save_file(weights, os.path.join(tmp, WEIGHTS_NAME))
-                with open(os.path.join(tmp, "metrics.json"), "w") as f:
-                    json.dump(metrics, f)
-                ckpt_dir = tmp
-            session.report(metrics, ckpt_dir, f"checkpoint_epoch={epoch:04d}")
-            shutil.rmtree(tmp, ignore_errors=True)
+            report_epoch(
+                session, self.tmp_root, metrics, epoch,
+                last=trainer.should_stop or epoch + 1 >= (trainer.max_epochs or 0),
+                every=checkpoint_every,
+                # Collectives under DDP/FSDP: every rank calls them, rank 0 writes.
+                save_checkpoint=lambda path: trainer.save_checkpoint(path, weights_only=False),
+                rank0_weights=lambda: _rank0_bundle_state(trainer, pl_module, plain_model),
+            )  # fmt: skip
 
         def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
             shutil.rmtree(self.tmp_root, ignore_errors=True)
 
     return ReportCheckpointCallback()
+
+
+def report_epoch(
+    session: Any,
+    tmp_root: str,
+    metrics: dict[str, Any],
+    epoch: int,
+    last: bool,
+    every: int,
+    save_checkpoint: Any,
+    rank0_weights: Any,
+) -> None:
+    """Report one epoch's metrics; every ``every``-th epoch and the last also a checkpoint.
+
+    Shared by the Trainer's callback and the Fabric loop, so Ray Train and Tune get the same
+    reports and checkpoint directories from either: the loop's checkpoint file
+    (:data:`CKPT_NAME`), the bundle's weights as safetensors and ``metrics.json``, from rank 0.
+
+    Args:
+        session: Where reports go (:class:`TrainSession` or ``tune.TuneSession``).
+        tmp_root: This run and rank's local temp directory.
+        metrics: The epoch's metrics (plain floats and ints).
+        epoch: The epoch just finished (0-based).
+        last: Whether it is the run's last epoch (always checkpointed).
+        every: ``trainer.checkpoint_every_n_epochs``.
+        save_checkpoint: Writes the loop's checkpoint to a path; called on every rank (a
+            collective under DDP/FSDP), rank 0 writes.
+        rank0_weights: The bundle's tensors on rank 0, None elsewhere; called on every rank.
+    """
+    from safetensors.torch import save_file
+
+    if (epoch + 1) % every and not last:
+        session.report(metrics, None, None)
+        return
+    tmp = os.path.join(tmp_root, f"epoch_{epoch}")
+    os.makedirs(tmp, exist_ok=True)
+    save_checkpoint(os.path.join(tmp, CKPT_NAME))
+    weights = rank0_weights()
+    ckpt_dir = None
+    if session.rank == 0:
+        assert weights is not None
+        save_file(weights, os.path.join(tmp, WEIGHTS_NAME))
+        with open(os.path.join(tmp, "metrics.json"), "w") as f:
+            json.dump(metrics, f)
+        ckpt_dir = tmp
+    session.report(metrics, ckpt_dir, f"checkpoint_epoch={epoch:04d}")
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def bundle_state(module: Any) -> dict[str, Any]:
@@ -409,13 +444,19 @@ def _maybe_compile(model: pl.LightningModule, t: dict[str, Any]) -> pl.Lightning
 
 
 def fit_lightning(config: dict[str, Any], session: Any) -> None:
-    """The training loop proper: seed, build the model, fit with Lightning, report per epoch.
+    """The training loop proper: seed, build the model, fit, report per epoch.
+
+    The module runs in Lightning's Trainer or in raylight's Fabric loop
+    (``trainer.loop``, :func:`raylight.config.resolve_loop`); both report through
+    :func:`report_epoch`.
 
     Args:
         config: The plain resolved config plus ``_run`` (model target/args, run name, logs).
         session: A :class:`TrainSession` or ``tune.TuneSession``.
     """
     import lightning.pytorch as pl
+
+    from raylight.config import resolve_loop
 
     pl.seed_everything(config["seed"], workers=True, verbose=False)
     run = config["_run"]
@@ -424,29 +465,45 @@ def fit_lightning(config: dict[str, Any], session: Any) -> None:
         return bundle_io.build_model(run["model_target"], run["model_args"])
 
     model = _maybe_compile(plain_model(), config["trainer"])
+    # A checkpoint from this run (worker-failure retry, `resume=` of the same run, a restored
+    # Tune trial) wins; otherwise an explicit checkpoint file from another run.
+    checkpoint = session.get_checkpoint()
+    if resolve_loop(config["trainer"], run["model_target"]) == "fabric":
+        from raylight.fabric_loop import fit_fabric
+
+        if checkpoint is not None:
+            with checkpoint.as_directory() as d:
+                fit_fabric(config, session, model, os.path.join(d, CKPT_NAME))
+        else:
+            fit_fabric(config, session, model, run.get("init_checkpoint"))
+        return
     train_loader, val_loader = session.loaders(config)
     every = int(config["trainer"].get("checkpoint_every_n_epochs", 1))
     callbacks = [_report_callback(session, run["name"], plain_model, every)]
     callbacks += [_instantiate(cb) for cb in config["trainer"]["callbacks"]]
-    # A checkpoint from this run (worker-failure retry, `resume=` of the same run, a restored
-    # Tune trial) wins; otherwise an explicit checkpoint directory from another run.
-    checkpoint = session.get_checkpoint()
     trainer = _lightning_trainer(config, callbacks, world_size=session.world_size)
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            trainer.fit(
-                model,
-                train_loader,
-                val_loader,
-                ckpt_path=os.path.join(d, CKPT_NAME),
-                weights_only=True,
-            )
+            path = _trainer_checkpoint(os.path.join(d, CKPT_NAME))
+            trainer.fit(model, train_loader, val_loader, ckpt_path=path, weights_only=True)
     elif run.get("init_checkpoint"):
-        trainer.fit(
-            model, train_loader, val_loader, ckpt_path=run["init_checkpoint"], weights_only=True
-        )
+        path = _trainer_checkpoint(run["init_checkpoint"])
+        trainer.fit(model, train_loader, val_loader, ckpt_path=path, weights_only=True)
     else:
         trainer.fit(model, train_loader, val_loader)
+
+
+def _trainer_checkpoint(path: str) -> str:
+    """``path``, unless the Fabric loop wrote it: the Trainer would restore its weights but
+    restart the epoch count (it keeps its progress in loop state the Fabric loop has not)."""
+    from raylight.fabric_loop import written_by_fabric
+
+    if written_by_fabric(path):
+        raise ValueError(
+            f"{path} was written by trainer.loop=fabric; resume it with trainer.loop=fabric "
+            "(or auto without callbacks, a profiler or fsdp)"
+        )
+    return path
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:

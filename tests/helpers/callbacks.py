@@ -1,4 +1,5 @@
-"""Lightning callbacks the tests inject through `trainer.callbacks` (the product's public hook)."""
+"""Callbacks the tests inject through `trainer.callbacks` (the product's public hook):
+Lightning Trainer callbacks, and Fabric-loop ones (``Fabric*``, hooks of raylight.fabric_loop)."""
 
 from __future__ import annotations
 
@@ -94,3 +95,40 @@ class BroadcastCounter(pl.Callback):
         (Path(self.out_dir) / f"broadcasts{trainer.global_rank}.json").write_text(
             json.dumps(record)
         )
+
+
+class FabricShardRecorder:
+    """:class:`ShardRecorder` for ``trainer.loop=fabric``."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = out_dir
+        self.rows = 0
+
+    def on_train_epoch_start(self, fabric, module, epoch) -> None:  # type: ignore[no-untyped-def]
+        self.rows = 0
+
+    def on_train_batch_end(self, fabric, module, outputs, batch, batch_idx, epoch, step) -> None:  # type: ignore[no-untyped-def]
+        self.rows += int(batch["label"].shape[0])
+
+    def on_train_epoch_end(self, fabric, module, epoch, metrics) -> None:  # type: ignore[no-untyped-def]
+        Path(self.out_dir).mkdir(parents=True, exist_ok=True)
+        with open(Path(self.out_dir) / f"rank{fabric.global_rank}.jsonl", "a") as f:
+            f.write(json.dumps({"epoch": epoch, "rows": self.rows}) + "\n")
+
+
+class FabricKillOnce:
+    """:class:`KillOnce` for ``trainer.loop=fabric`` (a plain object, as Fabric callbacks are)."""
+
+    def __init__(self, rank: int, step: int, marker: str) -> None:
+        self.rank = rank
+        self.step = step
+        self.marker = marker
+
+    def on_train_batch_start(self, fabric, module, batch, batch_idx, epoch, step) -> None:  # type: ignore[no-untyped-def]
+        if (
+            fabric.global_rank == self.rank
+            and step >= self.step
+            and not os.path.exists(self.marker)
+        ):
+            Path(self.marker).write_text(json.dumps({"step": step, "epoch": epoch}))
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -104,6 +104,7 @@ def test_two_workers_learn_share_data_and_bundle_round_trips(
     tags = run.data.tags
     assert tags["raylight.data_fingerprint"] == b.manifest["lineage"]["data_fingerprint"]
     assert tags["raylight.num_workers"] == "2" and tags["raylight.version.ray"]
+    assert tags["raylight.loop"] == "trainer"  # auto: Trainer callbacks are set
     assert "raylight.git_commit" in tags
     assert run.data.metrics["test_accuracy"] == pytest.approx(test["accuracy"])
     assert {"bundle", "config.yaml", "data_summary.json"} <= mlflow_runs.artifacts(outdir, rid)
@@ -171,20 +172,32 @@ def test_resume_continues_from_the_checkpoint_epoch(ray_session, outdir: Path) -
 def test_killed_worker_is_retried_and_the_run_completes(
     ray_session, outdir: Path, tmp_path: Path
 ) -> None:
+    """On the Fabric loop (DDP through Ray Train, Fabric callbacks); the Trainer's DDP path is
+    the two-worker test's."""
     marker = tmp_path / "killed.json"
-    cb = f"trainer.callbacks=[{{_target_:helpers.callbacks.KillOnce,rank:1,step:5,marker:'{marker}'}}]"
+    shards = tmp_path / "shards"
+    cb = (
+        f"trainer.callbacks=[{{_target_:helpers.callbacks.FabricKillOnce,rank:1,step:5,"
+        f"marker:'{marker}'}},{{_target_:helpers.callbacks.FabricShardRecorder,out_dir:'{shards}'}}]"
+    )
     cfg = load_train_config(
         penguins_overrides(
             outdir,
             "trainer.max_epochs=4",
             "scaling.num_workers=2",
             "trainer.max_failures=1",
+            "trainer.loop=fabric",
             "run_name=fault",
             cb,
         )
     )
     res = run_training(cfg)
     assert marker.exists(), "the fault was never injected"
+    # Both DDP ranks trained equal, disjoint shards (the first attempt's epochs included).
+    per_rank = {r: (shards / f"rank{r}.jsonl").read_text().splitlines() for r in (0, 1)}
+    rows = [[json.loads(line)["rows"] for line in per_rank[r]] for r in (0, 1)]
+    assert rows[0][-1] > 0 and rows[0][-1] == rows[1][-1]
+    assert rows[0][-1] * 2 <= res.data_summary["split_rows"]["train"]
     killed = json.loads(marker.read_text())
     assert killed["epoch"] >= 1  # a checkpoint existed to resume from
     assert res.metrics["epoch"] == 3  # finished all 4 epochs
@@ -192,6 +205,7 @@ def test_killed_worker_is_retried_and_the_run_completes(
     # The retry stays one tracking run; no epoch logged twice.
     (run,) = mlflow_runs.runs(outdir, name="fault")
     assert run.info.status == "FINISHED"
+    assert run.data.tags["raylight.loop"] == "fabric"
     steps = [s for s, _ in mlflow_runs.history(outdir, run.info.run_id, "val_loss")]
     assert steps == [0, 1, 2, 3]
     # The driver's epoch log keeps every reported epoch across the retry, once, with the

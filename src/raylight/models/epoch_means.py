@@ -36,7 +36,7 @@ class EpochMeans:
         self._counts[stage] = self._counts.get(stage, 0) + n
 
     def pop(self, stage: str, strategy: object) -> dict[str, torch.Tensor]:
-        """The stage's means over every rank (``strategy.reduce`` sums), then reset the stage.
+        """The stage's means over every rank (the strategy's sum), then reset the stage.
 
         Every rank must call this (it is a collective under DDP/FSDP); a stage that saw no batch
         on any rank gives ``{}``. A rank that saw none still joins the reduction with zeros.
@@ -50,7 +50,9 @@ class EpochMeans:
         # made on the sums' device (a GPU's, when the model trains there).
         count_t = torch.tensor([float(count)], dtype=torch.float64, device=sums.device)
         packed = torch.cat([sums.double(), count_t])
-        total = strategy.reduce(packed, reduce_op="sum")  # type: ignore[attr-defined]
+        # Lightning's Trainer strategies reduce with `reduce`, Fabric's with `all_reduce`.
+        reduce = getattr(strategy, "reduce", None) or strategy.all_reduce  # type: ignore[attr-defined]
+        total = reduce(packed, reduce_op="sum")
         if float(total[-1]) == 0.0:
             return {}
         means = (total[:-1] / total[-1]).float()
