@@ -156,14 +156,77 @@ class StepTimer(pl.Callback):
         self.recorder.event("train_epoch_end", trainer.current_epoch)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.global_rank != 0:
-            return
-        path = Path(self.out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Write then rename: the driver never reads a half-written file.
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.recorder.to_dict()))
-        tmp.replace(path)
+        if trainer.global_rank == 0:
+            _write_json_atomic(Path(self.out), self.recorder.to_dict())
+
+
+class FabricStepTimer:
+    """:class:`StepTimer` for raylight's Fabric loop (``trainer.loop=fabric``): the same
+    :class:`StepLog` and events at the same points (its epoch-end hook also runs before the
+    checkpoint and report)."""
+
+    def __init__(self, out: str) -> None:
+        self.out = out
+        self.recorder = StepLog()
+
+    def on_fit_start(self, fabric: Any, module: Any) -> None:
+        self.recorder.sync_cuda = module.device.type == "cuda"
+        self.recorder.event("fit_start", 0)
+
+    def on_train_start(self, fabric: Any, module: Any) -> None:
+        self.recorder.event("train_start", 0)
+
+    def on_train_epoch_start(self, fabric: Any, module: Any, epoch: int) -> None:
+        self.recorder.event("train_epoch_start", epoch)
+
+    def on_train_batch_start(
+        self, fabric: Any, module: Any, batch: Any, batch_idx: int, epoch: int, step: int
+    ) -> None:
+        self.recorder.start(_batch_size(batch))
+
+    def on_train_batch_end(
+        self,
+        fabric: Any,
+        module: Any,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        epoch: int,
+        step: int,
+    ) -> None:
+        self.recorder.end(epoch)
+
+    def on_validation_epoch_start(self, fabric: Any, module: Any, epoch: int) -> None:
+        self.recorder.event("val_start", epoch)
+
+    def on_validation_epoch_end(self, fabric: Any, module: Any, epoch: int) -> None:
+        self.recorder.event("val_end", epoch)
+
+    def on_train_epoch_end(self, fabric: Any, module: Any, epoch: int, metrics: Any) -> None:
+        self.recorder.event("train_epoch_end", epoch)
+
+    def on_train_end(self, fabric: Any, module: Any) -> None:
+        if fabric.global_rank == 0:
+            _write_json_atomic(Path(self.out), self.recorder.to_dict())
+
+
+def timer_overrides(out: str, overrides: list[str]) -> list[str]:
+    """Config overrides that add the step timer to a ``raylight train`` run without changing
+    its loop: the loop ``overrides`` resolve to (``trainer.loop=auto`` picks the Trainer once
+    any callback is set), pinned, and the timer written for that loop."""
+    from raylight.config import load_train_config
+
+    loop = load_train_config(overrides).resolved_loop()
+    timer = "FabricStepTimer" if loop == "fabric" else "StepTimer"
+    return [f"trainer.loop={loop}", f"trainer.callbacks=[{{_target_:_timing.{timer},out:'{out}'}}]"]
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Write then rename: the driver never reads a half-written file.
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj))
+    tmp.replace(path)
 
 
 def _median(xs: list[float]) -> float | None:

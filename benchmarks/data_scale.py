@@ -53,6 +53,7 @@ from typing import Any
 
 # The script's directory is on sys.path when run as a script; these are the sibling helpers.
 from _results import machine_info, machine_line, save_result
+from _timing import timer_overrides
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -328,9 +329,9 @@ def run_raylight(
         "tracking=none",
         f"output_dir={out_dir}",
         f"run_name=data-scale-{tag}",
-        f"trainer.callbacks=[{{_target_:_timing.StepTimer,out:'{steps}'}}]",
         *extra,
     ]
+    cmd += timer_overrides(str(steps), cmd[2:])
     env = dict(os.environ)
     env["RAY_TMPDIR"] = str(ray_tmp)
     # Ray's workers inherit the raylet's environment, the raylet the driver's: the Train

@@ -57,6 +57,7 @@ BIN = Path(sys.executable).parent
 sys.path.insert(0, str(BENCH_DIR))
 
 from _results import machine_info, machine_line, save_result  # noqa: E402
+from _timing import timer_overrides  # noqa: E402
 
 from raylight.net import free_port  # noqa: E402
 
@@ -270,8 +271,9 @@ def run_once(
     cmd = [
         str(BIN / "raylight"), "train", "experiment=adult_mlp", *where,
         f"output_dir={work / 'outputs'}", f"run_name=startup-{i}", "trainer.max_epochs=1",
-        f"trainer.callbacks=[{{_target_:_timing.StepTimer,out:'{steps}'}}]", *overrides,
+        *overrides,
     ]  # fmt: skip
+    cmd += timer_overrides(str(steps), ["experiment=adult_mlp", *overrides])
     env = {
         **(cluster.env if cluster else _embedded_env()),
         "PYTHONUNBUFFERED": "1",

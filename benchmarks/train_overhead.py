@@ -47,7 +47,7 @@ from _results import (
     machine_line,
     save_result,
 )
-from _timing import StepLog, StepTimer, summarize
+from _timing import StepLog, StepTimer, summarize, timer_overrides
 
 from raylight.config import TrainConfig, load_train_config
 
@@ -222,20 +222,25 @@ def run_lightning(
     return summarize(json.loads(out.read_text()), call, time.time())
 
 
-def run_raylight(epochs: int, rep: int, workdir: Path, overrides: list[str]) -> dict[str, Any]:
-    """(c) The product path; the step timer goes in as a user callback through the config."""
+def run_raylight(
+    epochs: int, rep: int, workdir: Path, overrides: list[str], tag: str = ""
+) -> dict[str, Any]:
+    """(c) The product path; the step timer goes in as a user callback through the config.
+
+    ``tag`` names a variant's files and run (``--variant``)."""
     from raylight.train import run_training
 
-    out = workdir / f"raylight_steps_{rep}.json"
+    rep_tag = f"{tag}{rep}"
+    out = workdir / f"raylight_steps_{rep_tag}.json"
     cfg = load_train_config(
         [
             *overrides,
             f"trainer.max_epochs={epochs}",
             # One directory per repeat: MLflow caches its SQLite engine per URI in-process, and
             # a database deleted under that engine reads as "readonly" on the next repeat.
-            f"output_dir='{workdir / f'outputs-{rep}'}'",
-            f"run_name=bench-{NAME}-{rep}",
-            f"trainer.callbacks=[{{_target_:_timing.StepTimer,out:'{out}'}}]",
+            f"output_dir='{workdir / f'outputs-{rep_tag}'}'",
+            f"run_name=bench-{NAME}-{rep_tag}",
+            *timer_overrides(str(out), overrides),
         ]
     )
     call = time.time()
@@ -245,7 +250,7 @@ def run_raylight(epochs: int, rep: int, workdir: Path, overrides: list[str]) -> 
     summary["run_training_timings_s"] = res.timings
     summary["data_stage_s"] = res.timings["data_s"]
     summary["test_accuracy"] = res.test_metrics.get("accuracy")
-    shutil.rmtree(workdir / f"outputs-{rep}", ignore_errors=True)
+    shutil.rmtree(workdir / f"outputs-{rep_tag}", ignore_errors=True)
     return summary
 
 
@@ -309,6 +314,7 @@ def print_tables(report: dict[str, Any], info: dict[str, Any], args: argparse.Na
 
     console = Console(width=max(Console().width, 150))  # piped output defaults to 80 columns
     labels = {"torch": "(a) torch loop", "lightning": "(b) Lightning", "raylight": "(c) raylight"}
+    labels.update({f"raylight:{v}": f"(c) raylight [{v}]" for v, _ in args.variants})
     t = Table(
         title=f"train_overhead: median of {args.repeats} repeat(s), {args.epochs} epochs, "
         "steady state = epochs 2+",
@@ -390,8 +396,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="adult_mlp",
         help="experiment config to train (adult_mlp; rt_minilm: the MiniLM fine-tune, with MFU)",
     )
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="LABEL=OVERRIDE[;OVERRIDE...]",
+        help="another (c) path with extra overrides, run in the same repeats right after (c): "
+        "an A/B within one run, e.g. trainer_loop=trainer.loop=trainer (repeatable)",
+    )
     p.add_argument("--out", default=None, help="results file stem (default train_overhead[_cuda])")
     args = p.parse_args(argv)
+    args.variants = []
+    for v in args.variant:
+        label, sep, rest = v.partition("=")
+        if not sep or not rest:
+            p.error(f"--variant {v!r}: expected LABEL=OVERRIDE[;OVERRIDE...]")
+        args.variants.append((label, [o for o in rest.split(";") if o]))
     args.repeats = args.repeats or (1 if args.quick else 3)
     args.epochs = args.epochs or (2 if args.quick else 10)
     if args.epochs < 2:
@@ -439,6 +459,11 @@ def main(argv: list[str] | None = None) -> int:
             c = run_raylight(args.epochs, rep, workdir, overrides)
             raw.setdefault("raylight", []).append(c)
             worker_threads = c["torch_threads"]
+            for label, extra in args.variants:
+                print(f"repeat {rep + 1}/{args.repeats}: raylight [{label}] …", flush=True)
+                raw.setdefault(f"raylight:{label}", []).append(
+                    run_raylight(args.epochs, rep, workdir, [*overrides, *extra], tag=label)
+                )
             # Interleaved per repeat, so drift in a shared machine's load hits every path alike.
             for threads in dict.fromkeys([default_threads, worker_threads]):
                 with torch_threads(threads):
@@ -462,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     # Rows in reading order: baselines at default threads, thread-matched ones, then raylight.
     threads = dict.fromkeys([default_threads, worker_threads])
     order = [f"{p}@{t}" for t in threads for p in ("torch", "lightning")] + ["raylight"]
+    order += [f"raylight:{v}" for v, _ in args.variants]
     raw = {p: raw[p] for p in order}
     report = build_report(raw, worker_threads)
     print_tables(report, info, args)
@@ -486,6 +512,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"MFU (bf16 peak {peak / 1e12:.0f} TFLOP/s, {flops / 1e9:.2f} GFLOP/sample): {shown}")
     if args.override:
         claim += f" [{' '.join(args.override)}]"
+    if args.variants:
+        claim += " vs " + ", ".join(f"[{v}: {' '.join(o)}]" for v, o in args.variants)
     a = report["medians"][f"torch@{worker_threads}"]
     c = report["medians"]["raylight"]
     result = {
@@ -507,6 +535,7 @@ def main(argv: list[str] | None = None) -> int:
             "num_features": int(x.shape[1]),
             "model": margs,
             "experiment": args.experiment,
+            "variants": {v: o for v, o in args.variants},
         },
         "machine": info,
         "threads": {"driver_default": default_threads, "raylight_worker": worker_threads},
@@ -519,6 +548,11 @@ def main(argv: list[str] | None = None) -> int:
             "claim": claim,
             "baseline": f"{a['train_samples_per_s']:,.0f} samples/s (torch loop, {worker_threads} thread(s))",
             "raylight": f"{c['train_samples_per_s']:,.0f} samples/s (startup {c['startup_s']:.1f} s)"
+            + "".join(
+                f"; [{v}] {report['medians'][f'raylight:{v}']['train_samples_per_s']:,.0f} "
+                f"({report['ratios'][f'raylight:{v}']['train_samples_per_s']:.2f})"
+                for v, _ in args.variants
+            )
             + (
                 f", MFU {mfu['raylight']:.1%} (loop {mfu[f'torch@{worker_threads}']:.1%})"
                 if mfu.get("raylight") and mfu.get(f"torch@{worker_threads}")
