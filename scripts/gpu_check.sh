@@ -54,8 +54,10 @@ if [ "$WHAT" = all ] || [ "$WHAT" = text ]; then
     --override model.finetune=full --override data.batch_size=256 \
     --override data.text.max_length=128 --override trainer.precision=bf16-mixed "$@"
 fi
-# The tabular MLP of DESIGN.md's table: 1024 x 3 hidden, batch 4096, bf16.
+# The tabular MLP of DESIGN.md's table: 1024 x 3 hidden, batch 4096, bf16; raylight with the
+# default Fabric loop and, in the same run, with Lightning's Trainer (trainer.loop).
 if [ "$WHAT" = all ] || [ "$WHAT" = mlp ]; then
   bench gpu_mlp --repeats 1 --override data.batch_size=4096 \
-    --override 'model.hidden_dims=[1024,1024,1024]' --override trainer.precision=bf16-mixed "$@"
+    --override 'model.hidden_dims=[1024,1024,1024]' --override trainer.precision=bf16-mixed \
+    --variant trainer_loop=trainer.loop=trainer "$@"
 fi

@@ -207,8 +207,6 @@ class FabricLoop:
         config: The plain resolved config plus ``_run``.
         session: A :class:`raylight.train.TrainSession` or ``tune.TuneSession``.
         module: The LightningModule (compiled in place when ``trainer.compile``).
-        plain_model: Builds a fresh unwrapped module (unused here: no FSDP; kept for symmetry
-            with the Trainer's callback).
     """
 
     def __init__(self, config: dict[str, Any], session: Any, module: pl.LightningModule) -> None:
