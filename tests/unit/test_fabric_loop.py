@@ -283,3 +283,31 @@ def test_per_step_logging_under_the_fabric_loop_warns(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match=r"self\.log\(step_loss\) in a step"):
         s = _fit(tmp_path, "fabric", "trainer.max_epochs=1", target=target)
     assert "step_loss" in s.metrics[0]  # reported, as the last batch's value
+
+
+class WithSchedulers(TabularMLP):
+    """A per-step warm-up and a per-epoch decay: both scheduler intervals."""
+
+    def configure_optimizers(self) -> Any:
+        opt = super().configure_optimizers()
+        warm = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 7))
+        decay = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+        return [opt], [{"scheduler": warm, "interval": "step"}, decay]
+
+
+def test_schedulers_step_as_under_the_trainer(tmp_path: Path) -> None:
+    target = f"{__name__}.WithSchedulers"
+    trainer = _fit(tmp_path, "trainer", target=target)
+    fabric = _fit(tmp_path, "fabric", target=target)
+    for key in ("train_loss", "val_loss"):
+        assert _curve(fabric, key) == pytest.approx(_curve(trainer, key), rel=1e-5), key
+
+
+class TwoOptimizers(TabularMLP):
+    def configure_optimizers(self) -> Any:
+        return [super().configure_optimizers(), torch.optim.SGD(self.parameters(), lr=0.1)], []
+
+
+def test_several_optimizers_need_the_trainer(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"runs one optimizer.*trainer\.loop=trainer"):
+        _fit(tmp_path, "fabric", target=f"{__name__}.TwoOptimizers")
