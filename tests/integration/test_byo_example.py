@@ -28,9 +28,13 @@ ROWS = PENGUIN_ROWS[:3]
 SEARCH = f"hydra.searchpath=[file://{BYO_EXAMPLE / 'conf'}]"
 
 
-def test_the_example_model_trains_registers_and_serves(ray_session: Any, outdir: Path) -> None:
+def _importable() -> None:
     if str(BYO_EXAMPLE) not in sys.path:
         sys.path.insert(0, str(BYO_EXAMPLE))  # the driver imports it too (PYTHONPATH for users)
+
+
+def test_the_example_model_validates_and_bad_arguments_name_their_keys() -> None:
+    _importable()
     runner = CliRunner()
     ok = runner.invoke(app, ["validate", "data=penguins", SEARCH, "model=residual"])
     assert ok.exit_code == 0, ok.output
@@ -40,6 +44,12 @@ def test_the_example_model_trains_registers_and_serves(ray_session: Any, outdir:
     for key in ("model.widht", "model.blocks", "model.input_dim"):
         assert key in bad.output, bad.output
 
+
+# Slow (~85 s on 2 CPUs): a user's module on the Trainer loop is also trained by test_train's
+# two-worker and regression tests; this one adds serving it by registry name. make test-all.
+@pytest.mark.slow
+def test_the_example_model_trains_registers_and_serves(ray_session: Any, outdir: Path) -> None:
+    _importable()
     res = run_training(load_train_config([
         "data=penguins", f"output_dir={outdir}", "cluster.auth_mode=disabled", SEARCH,
         "model=residual", "model.blocks=3", "scaling=single", "trainer.max_epochs=4",

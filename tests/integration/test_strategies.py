@@ -70,6 +70,9 @@ def test_ddp_strategy_two_workers(ray_session, outdir: Path, tmp_path: Path) -> 
     _assert_bundle_serves(res)
 
 
+# Slow (~80 s on 2 CPUs): FSDP over gloo on CPU is a GPU strategy's rehearsal; its config checks
+# stay in the default run (tests/unit/test_config.py), the GPU run in scripts/gpu_strategies_check.py.
+@pytest.mark.slow
 def test_fsdp_strategy_shards_bundles_full_weights_and_resumes(
     ray_session, outdir: Path, tmp_path: Path
 ) -> None:

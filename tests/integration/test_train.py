@@ -235,14 +235,28 @@ def test_same_seed_same_worker_count_reproduces_the_run(ray_session, outdir: Pat
     assert a.test_metrics == pytest.approx(b.test_metrics, rel=1e-6)
 
 
-def test_regression_target(ray_session, outdir: Path, tmp_path: Path) -> None:
+def test_regression_target_profiler_and_sparse_checkpoints(
+    ray_session, outdir: Path, tmp_path: Path
+) -> None:
+    """A regression target on the Trainer loop (a profiler makes auto pick it), with
+    trainer.checkpoint_every_n_epochs=3 over 8 epochs: metrics for all 8, checkpoints at the
+    3rd, 6th and last; the bundle's weights come from a checkpointed epoch. (One run for the
+    three: each run's worker start-up is ~20 s of this machine's test time.)"""
     cfg = load_train_config(
         penguins_overrides(
             outdir, "data.target=body_mass_g", "data.task=regression", "trainer.max_epochs=8", "scaling.num_workers=1",
             "run_name=reg", "model.lr=0.02", "trainer.profiler=simple",
+            "trainer.checkpoint_every_n_epochs=3", "trainer.num_checkpoints=5",
         )
     )  # fmt: skip
     res = run_training(cfg)
+    assert res.epochs == 8
+    epochs = pd.read_csv(Path(res.run_dir) / "logs" / "epochs.csv")
+    assert list(epochs["epoch"]) == list(range(8))
+    saved = sorted(p.name for p in Path(res.run_dir).rglob("checkpoint_epoch=*") if p.is_dir())
+    assert saved == ["checkpoint_epoch=0002", "checkpoint_epoch=0005", "checkpoint_epoch=0007"]
+    result = json.loads((Path(res.run_dir) / "result.json").read_text())
+    assert Path(result["checkpoint_path"]).name in saved
     # trainer.profiler: Lightning's per-hook report from the worker, in the run's logs.
     assert "run_training_batch" in (Path(res.run_dir) / "logs" / "fit-profile.txt").read_text()
     t = res.test_metrics
@@ -252,19 +266,3 @@ def test_regression_target(ray_session, outdir: Path, tmp_path: Path) -> None:
                         "flipper_length_mm": [217.0], "sex": ["male"]})  # fmt: skip
     pred = b.predict(raw)["prediction"][0]
     assert 3500 < pred < 7000  # grams, decoded from the standardized target
-
-
-def test_checkpoint_every_n_epochs_reports_every_epoch(ray_session, outdir: Path) -> None:
-    """trainer.checkpoint_every_n_epochs=2 over 5 epochs: metrics for all 5, checkpoints at the
-    2nd, 4th and last; the bundle's weights come from a checkpointed epoch."""
-    overrides = ["trainer.max_epochs=5", "scaling.num_workers=1", "run_name=every2",
-                 "trainer.checkpoint_every_n_epochs=2", "trainer.num_checkpoints=5"]  # fmt: skip
-    cfg = load_train_config(penguins_overrides(outdir, *overrides))
-    res = run_training(cfg)
-    assert res.epochs == 5
-    epochs = pd.read_csv(Path(res.run_dir) / "logs" / "epochs.csv")
-    assert list(epochs["epoch"]) == [0, 1, 2, 3, 4]
-    saved = sorted(p.name for p in Path(res.run_dir).rglob("checkpoint_epoch=*") if p.is_dir())
-    assert saved == ["checkpoint_epoch=0001", "checkpoint_epoch=0003", "checkpoint_epoch=0004"]
-    result = json.loads((Path(res.run_dir) / "result.json").read_text())
-    assert Path(result["checkpoint_path"]).name in saved
