@@ -372,16 +372,43 @@ class EpochClock(pl.Callback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or trainer.global_rank != 0:
             return
-        t = time.time()
-        trial_id = None
-        try:
-            from ray import tune
+        _stamp_epoch(self.out_dir, trainer.current_epoch)
 
-            trial_id = tune.get_context().get_trial_id()
-        except Exception:  # not inside a Tune trial: fall back to the process id
-            trial_id = None
-        path = Path(self.out_dir) / f"{trial_id or os.getpid()}.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        rec = {"trial_id": trial_id, "epoch": trainer.current_epoch, "t": t}
-        with path.open("a") as f:
-            f.write(json.dumps(rec) + "\n")
+
+class FabricEpochClock:
+    """:class:`EpochClock` for raylight's Fabric loop: the same record at the same point (its
+    ``on_validation_epoch_end`` runs before the epoch's checkpoint and report)."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = out_dir
+
+    def on_validation_epoch_end(self, fabric: Any, module: Any, epoch: int) -> None:
+        if fabric.global_rank == 0:
+            _stamp_epoch(self.out_dir, epoch)
+
+
+def _stamp_epoch(out_dir: str, epoch: int) -> None:
+    """Append ``{"trial_id", "epoch", "t"}`` (now) to the trial's (or process's) record."""
+    t = time.time()
+    trial_id = None
+    try:
+        from ray import tune
+
+        trial_id = tune.get_context().get_trial_id()
+    except Exception:  # not inside a Tune trial: fall back to the process id
+        trial_id = None
+    path = Path(out_dir) / f"{trial_id or os.getpid()}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps({"trial_id": trial_id, "epoch": epoch, "t": t}) + "\n")
+
+
+def clock_overrides(out_dir: str, loop: str) -> list[str]:
+    """Config overrides that add the epoch clock for ``loop`` (the one a run or sweep resolves
+    to without it) and pin that loop: ``trainer.loop=auto`` picks the Trainer once any
+    callback is set (as :func:`timer_overrides` does for the step timer)."""
+    clock = "FabricEpochClock" if loop == "fabric" else "EpochClock"
+    return [
+        f"trainer.loop={loop}",
+        f"trainer.callbacks=[{{_target_:_timing.{clock},out_dir:'{out_dir}'}}]",
+    ]

@@ -28,9 +28,10 @@ subdirectory per trial with its ``result.json``: one line per reported epoch wit
   trial's bundle (after the last report) is outside every compared number.
 
 Tune's result ``timestamp`` has whole-second resolution, so each epoch's wall time comes from a
-tiny Lightning callback (``_timing.EpochClock``, passed in through ``trainer.callbacks`` like
-any user callback; Ray workers import it through ``PYTHONPATH``) that stamps ``time.time()`` when
-the epoch's validation ends, just before raylight checkpoints and reports it.
+tiny callback (``_timing.EpochClock``, ``FabricEpochClock`` on the Fabric loop) passed in through
+``trainer.callbacks`` like any user callback (Ray workers import it through ``PYTHONPATH``), with
+the loop pinned to the one the sweep runs without it, that stamps ``time.time()`` when the epoch's
+validation ends, just before raylight checkpoints and reports it.
 
 Targets. A target must be one random search does not hit with its first trial or two, or the
 comparison measures the luck of one draw. Fixed losses went stale as the model improved: 0.313
@@ -111,7 +112,7 @@ def read_reports(sweep_dir: Path, clock_dir: Path) -> list[dict[str, Any]]:
 
     Args:
         sweep_dir: ``SweepResult.sweep_dir``: one subdirectory per trial with ``result.json``.
-        clock_dir: Where ``_timing.EpochClock`` wrote ``<trial id>.jsonl``.
+        clock_dir: Where the epoch clock wrote ``<trial id>.jsonl``.
 
     Returns:
         Dicts with ``trial_id``, ``iteration`` (1-based epoch), ``val_loss``, ``iter_s``
@@ -190,11 +191,14 @@ def run_sweep(method: str, seed: int, args: argparse.Namespace, workdir: Path) -
         f"tune.seed={seed}",
         f"tune.name={name}",
         f"output_dir='{workdir / 'outputs'}'",
-        f"trainer.callbacks=[{{_target_:_timing.EpochClock,out_dir:'{clock_dir}'}}]",
         *([f"tune.num_samples={args.num_samples}"] if args.num_samples else []),
         *args.override,
     ]
-    cfg = load_tune_config(overrides)
+    from _timing import clock_overrides  # imports Lightning: only once a sweep runs
+
+    # The epoch clock for the loop the sweep's trials run without it (the Fabric loop by default).
+    loop = load_tune_config(overrides).resolved_loop()
+    cfg = load_tune_config([*overrides, *clock_overrides(str(clock_dir), loop)])
     call = time.time()
     res = run_tuning(cfg)
     returned = time.time()
@@ -220,6 +224,7 @@ def run_sweep(method: str, seed: int, args: argparse.Namespace, workdir: Path) -
         "overrides": overrides,
         "num_samples": cfg.tune.num_samples,
         "max_epochs": cfg.trainer.max_epochs,
+        "loop": loop,
         "t0": t0,
         "best_val_loss": min(losses),
         "per_trial_best_val_loss": per_trial_best,
@@ -520,6 +525,7 @@ def main(argv: list[str] | None = None) -> int:
             "extra_overrides": args.override,
             "cluster_cpus": cluster_cpus,
             "max_concurrent_trials": probe.tune.max_concurrent_trials,
+            "loop": raw["asha_tpe"][0]["loop"],
         },
         "machine": info,
         "raw": raw,
