@@ -210,6 +210,14 @@ class DataConfig(_Strict):
         "in memory (on its GPU if it has one) after the first epoch and batches from there; "
         "0 = always iterate Ray Data.",
     )
+    handoff: Literal["auto", "ray_data"] = Field(
+        "auto",
+        description="How the train/val splits reach the workers. auto: with cache=true, "
+        "splits that fit resident_max_mb go through Ray's object store as arrays, each worker "
+        "taking an equal strided share and batching from memory from the first epoch (no "
+        "dataset-manager or split actors to start); larger ones stream through Ray Data. "
+        "ray_data: always Ray Data's dataset shards (resident after the first pass when they fit).",
+    )
     limit_rows: int | None = Field(None, ge=1, description="Read at most this many rows (debug).")
     slices: list[str] = Field(
         default_factory=list,

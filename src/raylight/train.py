@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from raylight.data.pipeline import PreparedData
 
 CKPT_NAME = "checkpoint.ckpt"
+# train_loop_config key of the splits handed over through the object store.
+RESIDENT_KEY = "_resident"
 WEIGHTS_NAME = "model.safetensors"
 
 
@@ -42,12 +44,14 @@ class TrainSession:
     iterators differ, so train and tune share one implementation.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, resident: dict[str, Any] | None = None) -> None:
         import ray.train
 
         ctx = ray.train.get_context()
         self.rank = ctx.get_world_rank()
         self.world_size = ctx.get_world_size()
+        # The splits handed over through the object store (raylight.data.handoff), if any.
+        self.resident = resident
 
     def report(
         self, metrics: dict[str, Any], checkpoint_dir: str | None, dir_name: str | None
@@ -67,12 +71,29 @@ class TrainSession:
         return ray.train.get_checkpoint()
 
     def loaders(self, config: dict[str, Any]) -> tuple[Any, Any]:
+        if self.resident:
+            return resident_loaders(self.resident, config, self.rank, self.world_size)
         import ray.train
 
         return (
             _torch_batches(ray.train.get_dataset_shard("train"), config, shuffle=True),
             _torch_batches(ray.train.get_dataset_shard("val"), config),
         )
+
+
+def resident_loaders(
+    resident: dict[str, Any], config: dict[str, Any], rank: int, world_size: int
+) -> tuple[Any, Any]:
+    """Train and val batches from splits handed over through the object store: this rank's
+    share, in memory from the first epoch (see :mod:`raylight.data.handoff`)."""
+    from raylight.data.handoff import take_shard
+
+    use_gpu = bool(config.get("scaling", {}).get("use_gpu"))
+    loaders = []
+    for name, shuffle in (("train", True), ("val", False)):
+        tensors = take_shard(resident[name], rank, world_size, use_gpu)
+        loaders.append(_TorchBatches(None, config, shuffle, resident=tensors))
+    return loaders[0], loaders[1]
 
 
 class _TorchBatches:
@@ -87,9 +108,17 @@ class _TorchBatches:
     index those tensors in memory (on the worker's GPU when it has one) with a seeded full
     permutation per epoch. Ray Data's per-batch work (slicing blocks, the shuffle buffer,
     collation) then leaves the step loop: on 2 CPUs it cost as much as the step itself.
+    Splits handed over through the object store (``data.handoff``) come in as ``resident``
+    and batch from memory from the first epoch (``ds`` is then None).
     """
 
-    def __init__(self, ds: Any, config: dict[str, Any], shuffle: bool) -> None:
+    def __init__(
+        self,
+        ds: Any,
+        config: dict[str, Any],
+        shuffle: bool,
+        resident: tuple[Any, Any] | None = None,
+    ) -> None:
         self.ds = ds
         self.config = config
         self.buffer = int(config["data"].get("shuffle_buffer", 0)) if shuffle else 0
@@ -99,7 +128,8 @@ class _TorchBatches:
         self.resident_bytes = (
             int(data.get("resident_max_mb", 0)) * 2**20 if data.get("cache", True) else 0
         )
-        self.resident: tuple[Any, Any] | None = None
+        # Given (a split handed over in memory), or kept after the first Ray Data pass.
+        self.resident: tuple[Any, Any] | None = resident
 
     def __iter__(self) -> Any:
         epoch = self.epoch
@@ -507,8 +537,11 @@ def _trainer_checkpoint(path: str) -> str:
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Runs on every Ray Train worker. ``config`` is the plain resolved config."""
-    fit_lightning(config, TrainSession())
+    """Runs on every Ray Train worker. ``config`` is the plain resolved config, plus
+    ``_resident`` when the splits came through the object store (:mod:`raylight.data.handoff`)."""
+    config = dict(config)
+    resident = config.pop(RESIDENT_KEY, None)
+    fit_lightning(config, TrainSession(resident))
 
 
 # ============================================================================ driver side
@@ -894,12 +927,14 @@ def _train_tracked(
     say: Any,
 ) -> TrainResult:
     """Data → fit → bundle, with every epoch going to the tracker."""
+    from raylight.data.handoff import hand_off
     from raylight.data.pipeline import prepare
 
     timings: dict[str, float] = {}
     # ---- data
     t = time.time()
     data: PreparedData = prepare(cfg.data, cfg.seed, quarantine_dir=run_dir + "/quarantine")
+    data = hand_off(data, cfg.data)
     timings["data_s"] = time.time() - t
     summary = data.summary.to_dict()
     _write_json(run_dir + "/data_summary.json", summary)
@@ -1034,11 +1069,17 @@ def torch_trainer(
     poll = cfg.trainer.poll_interval_s(cfg.scaling.num_workers)
     os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = str(poll)
     os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(cfg.scaling.worker_start_timeout_s)
-    return TorchTrainer(
+    if data.resident:
+        # The splits travel in the config as object refs; no Ray Dataset, no dataset manager.
+        trainer_cls, datasets = _trainer_without_datasets(), {}
+        plain = {**plain, RESIDENT_KEY: data.resident}
+    else:
+        trainer_cls, datasets = TorchTrainer, {"train": data.train, "val": data.val}
+    return trainer_cls(
         train_loop_per_worker,
         train_loop_config=plain,
         scaling_config=_scaling(cfg),
-        datasets={"train": data.train, "val": data.val},
+        datasets=datasets,
         # One fixed worker reads the whole dataset: no streaming_split, so no split-coordinator
         # actor between it and Ray Data (benchmarks/ingest.py: steady ingest ratio 0.47 → 0.63,
         # first batch 2.8 s → 0.02 s). Several (or elastic) workers need the split.
@@ -1055,6 +1096,27 @@ def torch_trainer(
             callbacks=callbacks,
         ),
     )
+
+
+def _trainer_without_datasets() -> type:
+    """``TorchTrainer`` that starts no dataset manager when it is given no datasets.
+
+    Ray Train 2.60 adds its datasets callback to every run, and that callback creates a
+    dataset-manager actor (a fresh process importing Ray Train and Ray Data) when the worker
+    group starts, datasets or not. A run whose splits come through the object store has nothing
+    for it to manage.
+    """
+    from ray.train.torch import TorchTrainer
+    from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+
+    class _Trainer(TorchTrainer):
+        def _create_default_callbacks(self) -> list[Any]:
+            callbacks = super()._create_default_callbacks()
+            if self.datasets:
+                return callbacks
+            return [c for c in callbacks if not isinstance(c, DatasetsCallback)]
+
+    return _Trainer
 
 
 def export_bundle(

@@ -265,9 +265,11 @@ class TuneSession:
     rank = 0
     world_size = 1
 
-    def __init__(self, train_ds: Any, val_ds: Any) -> None:
+    def __init__(self, train_ds: Any, val_ds: Any, resident: dict[str, Any] | None = None) -> None:
         self.train_ds = train_ds
         self.val_ds = val_ds
+        # The splits handed over through the object store (raylight.data.handoff), if any.
+        self.resident = resident
 
     def report(
         self, metrics: dict[str, Any], checkpoint_dir: str | None, dir_name: str | None
@@ -283,8 +285,10 @@ class TuneSession:
         return tune.get_checkpoint()
 
     def loaders(self, config: dict[str, Any]) -> tuple[Any, Any]:
-        from raylight.train import _torch_batches
+        from raylight.train import _torch_batches, resident_loaders
 
+        if self.resident:
+            return resident_loaders(self.resident, config, rank=0, world_size=1)
         return (
             _torch_batches(self.train_ds, config, shuffle=True),
             _torch_batches(self.val_ds, config),
@@ -314,7 +318,7 @@ def in_process_trial(
     ctx = tune.get_context()
     params = decode_params(params, {k: Domain.model_validate(d) for k, d in space.items()})
     _, plain = _trial_plain(base, params, data, ctx.get_trial_id(), ctx.get_trial_dir())
-    fit_lightning(plain, TuneSession(data.train, data.val))
+    fit_lightning(plain, TuneSession(data.train, data.val, data.resident))
 
 
 def trainer_trial(
@@ -423,6 +427,7 @@ def _concurrency(cfg: TuneRunConfig, per_trial: dict[str, float]) -> int:
 
 def run_tuning(cfg: TuneRunConfig, announce: Any = None) -> SweepResult:
     """Run (or resume) a sweep on the current Ray cluster and export its best trial."""
+    from raylight.data.handoff import hand_off
     from raylight.data.pipeline import prepare
     from raylight.train import _write_json
 
@@ -446,6 +451,7 @@ def run_tuning(cfg: TuneRunConfig, announce: Any = None) -> SweepResult:
 
     t = time.time()
     data = prepare(cfg.data, cfg.seed, quarantine_dir=sweep_dir + "/quarantine")
+    data = hand_off(data, cfg.data)
     say(
         "data",
         f"{data.summary.rows:,} rows → train {data.summary.split_rows['train']:,} / val {data.summary.split_rows['val']:,}",

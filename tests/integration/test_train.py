@@ -119,6 +119,9 @@ def test_two_workers_learn_share_data_and_bundle_round_trips(
     }
     assert "TrainController" in classes and "RayTrainWorker" in classes, classes
     assert "PreemptionWatcher" not in classes, classes
+    # The cached penguins splits went through the object store (data.handoff=auto): no dataset
+    # manager or split coordinator was started for them.
+    assert not {"DatasetManager", "SplitCoordinator"} & classes, classes
 
     # batch predict through the CLI: one output row per input row, id column carried
     inp = tmp_path / "in.csv"
@@ -172,8 +175,11 @@ def test_resume_continues_from_the_checkpoint_epoch(ray_session, outdir: Path) -
 def test_killed_worker_is_retried_and_the_run_completes(
     ray_session, outdir: Path, tmp_path: Path
 ) -> None:
-    """On the Fabric loop (DDP through Ray Train, Fabric callbacks); the Trainer's DDP path is
-    the two-worker test's."""
+    """On the Fabric loop (DDP through Ray Train, Fabric callbacks), fed by Ray Data's split
+    (data.handoff=ray_data); the Trainer's DDP path, fed through the object store, is the
+    two-worker test's."""
+    import ray
+
     marker = tmp_path / "killed.json"
     shards = tmp_path / "shards"
     cb = (
@@ -187,11 +193,17 @@ def test_killed_worker_is_retried_and_the_run_completes(
             "scaling.num_workers=2",
             "trainer.max_failures=1",
             "trainer.loop=fabric",
+            "data.handoff=ray_data",
             "run_name=fault",
             cb,
         )
     )
+    before = set(ray._private.state.actors())
     res = run_training(cfg)
+    classes = {
+        a["ActorClassName"] for k, a in ray._private.state.actors().items() if k not in before
+    }
+    assert {"DatasetManager", "SplitCoordinator"} <= classes, classes
     assert marker.exists(), "the fault was never injected"
     # Both DDP ranks trained equal, disjoint shards (the first attempt's epochs included).
     per_rank = {r: (shards / f"rank{r}.jsonl").read_text().splitlines() for r in (0, 1)}

@@ -66,6 +66,8 @@ class PreparedData:
     preprocessor: Preprocessor
     summary: DataSummary
     reference: dict[str, Any]
+    # train/val in the object store for the workers (data.handoff; see raylight.data.handoff).
+    resident: dict[str, Any] | None = None
 
 
 def contract_rules(data: DataConfig) -> dict[str, dict[str, Any]]:
