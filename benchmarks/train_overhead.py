@@ -127,15 +127,14 @@ def train_flops_per_sample(model: Any, args: dict[str, Any]) -> float:
 
 
 def materialize(ds: Any) -> tuple[Any, Any]:
-    """The encoded Ray Dataset as (float32 features [N, D], int64 labels [N]) tensors, once."""
-    import numpy as np
+    """The encoded Ray Dataset as (float32 features [N, D], int64 labels [N]) tensors, once:
+    the arrays ``data.handoff`` gives the workers."""
     import torch
 
-    xs, ys = [], []
-    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        xs.append(np.asarray(batch["features"], dtype=np.float32))
-        ys.append(np.asarray(batch["label"], dtype=np.int64))
-    return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
+    from raylight.data.handoff import split_arrays
+
+    x, y = split_arrays(ds, "classification")
+    return torch.from_numpy(x), torch.from_numpy(y)
 
 
 # ----------------------------------------------------------------------------- the three paths

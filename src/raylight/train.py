@@ -8,6 +8,7 @@ data, fits, then writes the bundle and scores the test split. The worker side is
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -86,11 +87,12 @@ def resident_loaders(
 ) -> tuple[Any, Any]:
     """Train and val batches from splits handed over through the object store: this rank's
     share, in memory from the first epoch (see :mod:`raylight.data.handoff`)."""
-    from raylight.data.handoff import take_shard
+    from raylight.data.handoff import SPLITS, take_shard
 
     use_gpu = bool(config.get("scaling", {}).get("use_gpu"))
     loaders = []
-    for name, shuffle in (("train", True), ("val", False)):
+    for name in SPLITS:
+        shuffle = name == "train"
         tensors = take_shard(resident[name], rank, world_size, use_gpu)
         loaders.append(_TorchBatches(None, config, shuffle, resident=tensors))
     return loaders[0], loaders[1]
@@ -142,8 +144,9 @@ class _TorchBatches:
     def _from_ray_data(self, epoch: int) -> Any:
         import torch
 
-        task = self.config["data"]["task"]
-        label_dtype = torch.long if task == "classification" else torch.float32
+        from raylight.data.handoff import label_dtype
+
+        labels = getattr(torch, label_dtype(self.config["data"]["task"]))
         extra: dict[str, Any] = {}
         if self.buffer:
             extra = {
@@ -153,7 +156,7 @@ class _TorchBatches:
         return iter(
             self.ds.iter_torch_batches(
                 batch_size=self.config["data"]["batch_size"],
-                dtypes={"features": torch.float32, "label": label_dtype},
+                dtypes={"features": torch.float32, "label": labels},
                 prefetch_batches=2,
                 **extra,
             )
@@ -177,10 +180,10 @@ class _TorchBatches:
         if kept:
             x = torch.cat([f for f, _ in kept])
             y = torch.cat([lab for _, lab in kept])
-            if self.config.get("scaling", {}).get("use_gpu") and torch.cuda.is_available():
-                dev = torch.device("cuda", torch.cuda.current_device())
-                x, y = x.to(dev), y.to(dev)
-            self.resident = (x, y)
+            from raylight.data.handoff import to_worker_device
+
+            use_gpu = bool(self.config.get("scaling", {}).get("use_gpu"))
+            self.resident = to_worker_device(x, y, use_gpu)
 
     def _from_memory(self, epoch: int) -> Any:
         import torch
@@ -1098,6 +1101,7 @@ def torch_trainer(
     )
 
 
+@functools.cache
 def _trainer_without_datasets() -> type:
     """``TorchTrainer`` that starts no dataset manager when it is given no datasets.
 

@@ -84,7 +84,7 @@ def hand_off(data: PreparedData, settings: DataConfig) -> PreparedData:
     import ray
 
     limit = settings.resident_max_mb * 2**20
-    splits = {"train": data.train, "val": data.val}
+    splits = {name: getattr(data, name) for name in SPLITS}
     if any(ds.size_bytes() > limit for ds in splits.values()):
         return data
     resident = {}
@@ -113,8 +113,14 @@ def take_shard(split: ResidentSplit, rank: int, world_size: int, use_gpu: bool) 
         n = len(y) // world_size
         x, y = x[rank::world_size][:n], y[rank::world_size][:n]
     # Copies: the object store's buffers are read-only, and a copy lets them go.
-    xt, yt = torch.tensor(x), torch.tensor(y)
+    return to_worker_device(torch.tensor(x), torch.tensor(y), use_gpu)
+
+
+def to_worker_device(x: Any, y: Any, use_gpu: bool) -> tuple[Any, Any]:
+    """Resident tensors where the worker trains: its GPU when it has one, else as they are."""
+    import torch
+
     if use_gpu and torch.cuda.is_available():
         dev = torch.device("cuda", torch.cuda.current_device())
-        xt, yt = xt.to(dev), yt.to(dev)
-    return xt, yt
+        return x.to(dev), y.to(dev)
+    return x, y
